@@ -1,0 +1,1 @@
+"""Everything in Slimscope that is not a widget. Never imports Qt, not even indirectly."""

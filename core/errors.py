@@ -1,0 +1,48 @@
+"""The exceptions Slimscope raises on purpose. Each message is one sentence a user understands.
+
+The CLI prints `str(error)` on one line and exits with code 2; the GUI shows it in a dialog.
+Anything that is not a `SlimscopeError` is a bug in Slimscope, not a problem with the user's input.
+"""
+
+from __future__ import annotations
+
+
+class SlimscopeError(Exception):
+    """Base class: the message is meant for the user, not for a developer."""
+
+
+class ModelLoadError(SlimscopeError):
+    """A model file cannot be opened: unreadable, not a model, unsafe, or unsupported."""
+
+
+class UntrustedModelError(ModelLoadError):
+    """The file can run code when opened and the user has not said they trust it."""
+
+
+class PickleRefusedError(ModelLoadError):
+    """The file is a pickle (a checkpoint or arbitrary object); it is never unpickled."""
+
+
+class InputShapeError(ModelLoadError):
+    """The model's input shape is unknown or the shape the user gave does not fit."""
+
+
+class ConversionError(ModelLoadError):
+    """Converting a PyTorch file to ONNX failed (in the child process that ran it)."""
+
+
+class RecipeError(SlimscopeError):
+    """A recipe is invalid; `layer` and `field` say where, when known."""
+
+    def __init__(self, message: str, *, layer: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.layer = layer
+        self.field = field
+
+
+class DatasetError(SlimscopeError):
+    """Evaluation or calibration data cannot be read or does not fit the model."""
+
+
+class CancelledError(SlimscopeError):
+    """The user cancelled a long-running task."""

@@ -1,0 +1,1 @@
+"""The Qt application (PySide6 + pyqtgraph) over `slimscope.core`. Widgets, actions, threads, settings."""

@@ -1,0 +1,7 @@
+"""Bundled resources: the demo model and its held-out test set (built by `build_demo.py`)."""
+
+from pathlib import Path
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_MODEL = DEMO_DIR / "digits_net.onnx"
+DEMO_DATA = DEMO_DIR / "digits_test.npz"
