@@ -1,0 +1,111 @@
+"""Open an ONNX file into one in-memory model: checked first, then its weights, then normalized."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import TensorProto
+
+from slimscope.core.errors import ModelLoadError
+from slimscope.core.loading import onnx_checks
+from slimscope.core.loading.constant_folding import fold_constants
+from slimscope.core.loading.input_shapes import declared_input_shapes, merge_input_shapes
+from slimscope.core.loading.opset_upgrade import upgrade_opset
+from slimscope.core.loading.runtime_support import runtime_limits
+from slimscope.core.model import LoadedModel, default_opset
+from slimscope.core.tasks import Progress, Task
+
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def iter_load_onnx(
+    path: Path, input_shapes: list[tuple[int, ...]] | None = None, fmt: str = "onnx"
+) -> Task[LoadedModel]:
+    yield Progress(0.0, f"Reading {path.name}")
+    model = parse_onnx_file(path)
+    onnx_checks.check_tensor_sizes(model)
+    onnx_checks.check_versions(model, *runtime_limits(default_opset(model), model.ir_version))
+    onnx_checks.check_graph(model)
+    yield Progress(0.4, "Reading external weights")
+    external_bytes = load_external_data(model, path.parent)
+    yield Progress(0.6, "Preparing the model")
+    model, notes = normalize(model)
+    shapes = merge_input_shapes(declared_input_shapes(model), input_shapes)
+    return LoadedModel(
+        model=model,
+        source=path,
+        format=fmt,
+        file_size=path.stat().st_size + external_bytes,
+        input_shapes=shapes,
+        notes=notes,
+    )
+
+
+def parse_onnx_file(path: Path) -> onnx.ModelProto:
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelLoadError(f"'{path.name}' is empty.")
+    if size > _PROTOBUF_LIMIT:
+        raise ModelLoadError(
+            f"'{path.name}' is larger than 2 GiB; an ONNX file that big must keep its weights in "
+            "external data files."
+        )
+    try:
+        model = onnx.load_model_from_string(path.read_bytes())
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"'{path.name}' is not a readable ONNX model (it is damaged, truncated, or another kind of file)."
+        ) from exc
+    if not model.HasField("graph") or not model.graph.node:
+        raise ModelLoadError(f"'{path.name}' holds no model graph (it is truncated or not an ONNX model).")
+    return model
+
+
+def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
+    """Read every externally stored tensor into memory; return the bytes of the files read."""
+    wanted: dict[Path, list[tuple[TensorProto, int, int]]] = defaultdict(list)
+    for tensor, _where in onnx_checks.iter_tensors(model.graph):
+        if tensor.data_location == TensorProto.EXTERNAL:
+            target, offset, length = onnx_checks.resolve_external_path(tensor, base_dir)
+            wanted[target].append((tensor, offset, length))
+    for target, tensors in wanted.items():
+        with open(target, "rb") as handle:
+            for tensor, offset, length in tensors:
+                handle.seek(offset)
+                data = handle.read(length)
+                if len(data) != length:
+                    raise ModelLoadError(f"The external data file '{target.name}' ended early.")
+                tensor.raw_data = data
+                del tensor.external_data[:]
+                tensor.data_location = TensorProto.DEFAULT
+    return sum(target.stat().st_size for target in wanted)
+
+
+def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Make weights real initializers and the opset current; say what was changed, in words."""
+    notes = []
+    removed = remove_initializer_inputs(model)
+    if removed:
+        notes.append(f"Removed {removed} weights that were also listed as graph inputs.")
+    folded = fold_constants(model)
+    if folded:
+        notes.append(f"Folded {folded} nodes that compute constants into weights.")
+    model, note = upgrade_opset(model)
+    if note:
+        notes.append(note)
+    return model, notes
+
+
+def remove_initializer_inputs(model: onnx.ModelProto) -> int:
+    """Drop graph inputs that merely repeat an initializer (IR < 4 files); return how many."""
+    weights = {t.name for t in model.graph.initializer}
+    kept = [v for v in model.graph.input if v.name not in weights]
+    removed = len(model.graph.input) - len(kept)
+    if removed:
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        model.ir_version = max(model.ir_version, 4)
+    return removed

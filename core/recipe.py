@@ -1,0 +1,389 @@
+"""The recipe: how to prune and quantize a model, as defaults plus per-layer overrides (JSON).
+
+`parse_recipe` is the one place a recipe is validated: first structurally against
+`recipe.schema.json` (JSON Schema 2020-12, shipped as package data), then the checks JSON Schema
+cannot express well. Every edit (`Recipe.with_layer`, `Recipe.with_defaults`) goes back through
+it, so every `Recipe` it returns is valid. The format is documented in docs/recipe.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from functools import cache, cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final, Literal, TypeAlias
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from slimscope.core.errors import RecipeError
+
+RECIPE_VERSION = 1
+_N_M = re.compile(r"([0-9]+):([0-9]+)")
+_MAX_M = 16
+
+
+class Unset(enum.Enum):
+    """Sentinels for edits: KEEP leaves a setting as it is, INHERIT drops a layer's override."""
+
+    KEEP = "keep"
+    INHERIT = "inherit"
+
+
+KEEP: Final = Unset.KEEP
+INHERIT: Final = Unset.INHERIT
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """Pruning for one layer: `structure` plus exactly one of `sparsity` or `threshold`."""
+
+    structure: str = "unstructured"  # "unstructured", "channel" or "N:M" such as "2:4"
+    sparsity: float | None = None  # target fraction removed, in [0, 1)
+    threshold: float | None = None  # absolute magnitude below which weights become zero
+
+    @property
+    def n(self) -> int | None:
+        """N of an N:M structure (zeros per group), else None."""
+        match = _N_M.fullmatch(self.structure)
+        return int(match[1]) if match else None
+
+    @property
+    def m(self) -> int | None:
+        """M of an N:M structure (group size), else None."""
+        match = _N_M.fullmatch(self.structure)
+        return int(match[2]) if match else None
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """Quantization for one layer."""
+
+    weight_bits: int = 8  # 2-8 or 16
+    activation_bits: int = 8  # 8 or 16
+    granularity: Literal["per_channel", "per_tensor"] = "per_channel"
+    symmetric: bool = True
+    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    """What happens to one layer; None means the technique is not applied."""
+
+    prune: PruneSpec | None
+    quantize: QuantSpec | None
+
+
+Fields: TypeAlias = tuple[tuple[str, Any], ...]
+"""The fields an override gives, in the spec's field order."""
+
+
+@dataclass(frozen=True)
+class LayerOverride:
+    """One layer's entry: per technique INHERIT (key absent), None (disabled) or given fields."""
+
+    prune: Fields | None | Literal[Unset.INHERIT] = INHERIT
+    quantize: Fields | None | Literal[Unset.INHERIT] = INHERIT
+
+    def to_dict(self) -> dict[str, Any]:
+        entry = {"prune": self.prune, "quantize": self.quantize}
+        return {k: v if v is None else dict(v) for k, v in entry.items() if v is not INHERIT}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Defaults plus per-layer overrides (in file order). Build it with `parse_recipe`."""
+
+    defaults: LayerSettings
+    layers: tuple[tuple[str, LayerOverride], ...] = ()
+
+    @cached_property
+    def _overrides(self) -> dict[str, LayerOverride]:
+        return dict(self.layers)
+
+    def override_for(self, layer_name: str) -> LayerOverride | None:
+        """The layer's entry as written in the recipe, or None if it has none."""
+        return self._overrides.get(layer_name)
+
+    def settings_for(self, layer_name: str) -> LayerSettings:
+        """The layer's settings: its override merged field by field over the defaults."""
+        override = self.override_for(layer_name) or LayerOverride()
+        return LayerSettings(
+            prune=_merge(self.defaults.prune, override.prune, PruneSpec),
+            quantize=_merge(self.defaults.quantize, override.quantize, QuantSpec),
+        )
+
+    def unknown_layers(self, layer_names: Sequence[str]) -> list[str]:
+        """Names of overridden layers that are not in `layer_names` (the model's layers)."""
+        known = set(layer_names)
+        return [name for name, _ in self.layers if name not in known]
+
+    def with_layer(
+        self,
+        name: str,
+        prune: PruneSpec | Mapping[str, Any] | None | Unset = KEEP,
+        quantize: QuantSpec | Mapping[str, Any] | None | Unset = KEEP,
+    ) -> Recipe:
+        """A new recipe with `name`'s override changed: a spec or a mapping of fields to merge
+        over the defaults, None to disable, INHERIT to follow the defaults, KEEP to leave as is."""
+        data = self.to_dict()
+        entry = data["layers"].setdefault(name, {})
+        for key, value in (("prune", prune), ("quantize", quantize)):
+            if value is INHERIT:
+                entry.pop(key, None)
+            elif value is not KEEP:
+                entry[key] = _to_json(value)
+        return parse_recipe(data)
+
+    def with_defaults(
+        self,
+        prune: PruneSpec | None | Literal[Unset.KEEP] = KEEP,
+        quantize: QuantSpec | None | Literal[Unset.KEEP] = KEEP,
+    ) -> Recipe:
+        """A new recipe with the defaults changed (None: the technique is off by default)."""
+        data = self.to_dict()
+        for key, value in (("prune", prune), ("quantize", quantize)):
+            if value is not KEEP:
+                data["defaults"][key] = _to_json(value)
+        return parse_recipe(data)
+
+    def without_layer(self, name: str) -> Recipe:
+        """A new recipe without `name`'s entry (the layer follows the defaults)."""
+        return replace(self, layers=tuple(item for item in self.layers if item[0] != name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: defaults in full, each override with only the fields it gives."""
+        return {
+            "version": RECIPE_VERSION,
+            "defaults": {
+                "prune": _to_json(self.defaults.prune),
+                "quantize": _to_json(self.defaults.quantize),
+            },
+            "layers": {name: override.to_dict() for name, override in self.layers},
+        }
+
+
+def default_recipe() -> Recipe:
+    """Unstructured 50 % pruning and 8-bit per-channel quantization for every layer."""
+    return Recipe(LayerSettings(PruneSpec(sparsity=0.5), QuantSpec()))
+
+
+def template_recipe(layer_names: Sequence[str]) -> Recipe:
+    """The default recipe with an empty (inheriting) entry for every layer, ready to edit."""
+    names = dict.fromkeys(layer_names)  # drops repeats, keeps order
+    return replace(default_recipe(), layers=tuple((name, LayerOverride()) for name in names))
+
+
+def parse_recipe(data: Mapping[str, Any]) -> Recipe:
+    """Validate recipe data (parsed JSON) and build the recipe; raises RecipeError."""
+    error = best_match(_validator().iter_errors(data))
+    if error is not None:
+        raise _translate(error)
+    raw_defaults = data.get("defaults", {})
+    defaults = LayerSettings(
+        prune=_spec(PruneSpec, raw_defaults.get("prune")),
+        quantize=_spec(QuantSpec, raw_defaults.get("quantize")),
+    )
+    _check(defaults, None)
+    layers = tuple(
+        (name, LayerOverride(**{k: _fields(k, v) for k, v in entry.items()}))
+        for name, entry in data.get("layers", {}).items()
+    )
+    recipe = Recipe(defaults, layers)
+    for name, _ in layers:
+        _check(recipe.settings_for(name), name)
+    return recipe
+
+
+def loads_recipe(text: str, source: str = "Recipe text") -> Recipe:
+    """Parse recipe JSON text; `source` names it in the message if the JSON is invalid."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecipeError(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+        ) from None
+    return parse_recipe(data)
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Read and validate a recipe file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise RecipeError(f"Cannot read recipe file '{path}': {reason}.") from None
+    return loads_recipe(text, f"Recipe file '{path}'")
+
+
+def dumps_recipe(recipe: Recipe) -> str:
+    """The recipe as indented JSON text (what `slimscope recipe MODEL` prints)."""
+    return json.dumps(recipe.to_dict(), indent=2, allow_nan=False) + "\n"
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
+    """Write the recipe atomically: a temporary file in the same folder, then os.replace."""
+    target = Path(path)
+    text = dumps_recipe(recipe)
+    temp_name: str | None = None
+    try:
+        mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", delete=False
+        ) as temp:
+            temp_name = temp.name
+            temp.write(text)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.chmod(temp_name, mode)  # mkstemp creates 0600; give a normal file's permissions
+        os.replace(temp_name, target)
+    except OSError as exc:
+        if temp_name is not None and os.path.exists(temp_name):
+            os.unlink(temp_name)
+        raise RecipeError(f"Cannot write recipe file '{path}': {exc.strerror}.") from None
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "sparsity": float,
+    "threshold": float,
+    "weight_bits": int,
+    "activation_bits": int,
+}
+_SPECS: dict[str, type[PruneSpec] | type[QuantSpec]] = {"prune": PruneSpec, "quantize": QuantSpec}
+
+# What each field must be, for messages; schema errors are translated through this table.
+_EXPECTED = {
+    "": "must be a JSON object",
+    "version": f"must be {RECIPE_VERSION} (the only recipe version this Slimscope reads)",
+    "defaults": "must be an object with 'prune' and/or 'quantize'",
+    "layers": "must be an object mapping layer names to overrides",
+    "entry": "must be an object with 'prune' and/or 'quantize' ({} follows the defaults)",
+    "prune": "must be an object or null",
+    "prune.structure": "must be 'unstructured', 'channel' or 'N:M' with 0 < N < M <= 16",
+    "prune.sparsity": "must be a number in [0, 1)",
+    "prune.threshold": "must be a number >= 0",
+    "quantize": "must be an object or null",
+    "quantize.weight_bits": "must be an integer from 2 to 8, or 16",
+    "quantize.activation_bits": "must be 8 or 16",
+    "quantize.granularity": "must be 'per_channel' or 'per_tensor'",
+    "quantize.symmetric": "must be true or false",
+    "quantize.calibration": "must be 'minmax', 'percentile' or 'entropy'",
+}
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    text = resources.files("slimscope.core").joinpath("recipe.schema.json").read_text("utf-8")
+    return Draft202012Validator(json.loads(text))
+
+
+def _error(problem: str, layer: str | None, field: str | None, in_defaults: bool) -> RecipeError:
+    """One sentence: `Recipe layer 'fc2', field 'prune.sparsity': <problem>.`"""
+    where = " defaults" if in_defaults else f" layer {layer!r}" if layer is not None else ""
+    if field:
+        where += f"{',' if where else ''} field {field!r}"
+    layer = "defaults" if in_defaults else layer
+    return RecipeError(f"Recipe{where}: {problem}.", layer=layer, field=field)
+
+
+def _translate(error: ValidationError) -> RecipeError:
+    """Turn the best jsonschema error into one sentence naming the layer and the field."""
+    path = [str(part) for part in error.absolute_path]
+    in_defaults = path[:1] == ["defaults"]
+    layer = path[1] if path[:1] == ["layers"] and len(path) > 1 else None
+    rest = path[1:] if in_defaults else path[2:] if layer is not None else path
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        unknown = next(key for key in error.instance if key not in allowed)
+        field = ".".join([*rest, unknown])
+        kind = "key" if not path else "field"
+        problem = f"unknown {kind} (allowed: {', '.join(map(repr, allowed))})"
+    elif error.validator == "required":
+        field, problem = ".".join([*rest, error.validator_value[0]]), "is missing"
+    else:
+        field = ".".join(rest)
+        key = "entry" if layer is not None and not field else field
+        key = "defaults" if in_defaults and not field else key
+        problem = f"{_EXPECTED.get(key, 'is invalid')}, got {_show(error.instance)}"
+    return _error(problem, layer, field or None, in_defaults)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _check(settings: LayerSettings, layer: str | None) -> None:
+    """The checks JSON Schema cannot express well, on a layer's merged settings."""
+    spec = settings.prune
+    if spec is None:
+        return
+
+    def fail(problem: str, field: str) -> RecipeError:
+        return _error(problem, layer, field, in_defaults=layer is None)
+
+    for name in ("sparsity", "threshold"):
+        value = getattr(spec, name)
+        if value is not None and not math.isfinite(value):
+            raise fail(f"{_EXPECTED['prune.' + name]}, got {_show(value)}", f"prune.{name}")
+    if spec.structure not in ("unstructured", "channel"):
+        n, m = spec.n, spec.m
+        if n is None or m is None or not 0 < n < m <= _MAX_M:
+            got = _show(spec.structure)
+            raise fail(f"{_EXPECTED['prune.structure']}, got {got}", "prune.structure")
+    if spec.sparsity is None and spec.threshold is None:
+        why = "" if layer is None else ", since the defaults do not prune"
+        raise fail(f"needs 'sparsity' or 'threshold'{why}", "prune")
+    if spec.sparsity is not None and spec.threshold is not None:
+        raise fail("give either 'sparsity' or 'threshold', not both", "prune")
+    if spec.structure == "channel" and spec.threshold is not None:
+        raise fail(
+            "cannot be used with structure 'channel', which takes 'sparsity' "
+            "(the fraction of output channels to remove)",
+            "prune.threshold",
+        )
+
+
+def _spec(cls: type[Any], raw: Mapping[str, Any] | None) -> Any:
+    return None if raw is None else cls(**dict(_fields_of(cls, raw)))
+
+
+def _fields(technique: str, raw: Mapping[str, Any] | None) -> Fields | None:
+    return None if raw is None else _fields_of(_SPECS[technique], raw)
+
+
+def _fields_of(cls: type[Any], raw: Mapping[str, Any]) -> Fields:
+    """The given fields in the spec's field order, numbers converted to the field's type."""
+    order = [f.name for f in fields(cls)]
+    return tuple((k, _CONVERT.get(k, _same)(raw[k])) for k in order if k in raw)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _merge(base: Any, override: Fields | None | Literal[Unset.INHERIT], cls: type[Any]) -> Any:
+    """Field-by-field merge; giving `sparsity` or `threshold` replaces the other."""
+    if override is INHERIT:
+        return base
+    if override is None:
+        return None
+    values = dict(override)
+    if "sparsity" in values or "threshold" in values:
+        values = {"sparsity": None, "threshold": None} | values
+    return replace(base if base is not None else cls(), **values)
+
+
+def _to_json(value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, Mapping):
+        return None if value is None else dict(value)
+    return {k: v for k, v in asdict(value).items() if v is not None}

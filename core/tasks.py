@@ -1,0 +1,120 @@
+"""Long work as generators: they yield `Progress` and return their result; closing one cancels it.
+
+The GUI runs these generators in a worker thread (superqt's `create_worker`), the CLI runs them with
+`run_sync`. A blocking native call that cannot stop between yields runs in a child process through
+`run_in_child`, so that it can be terminated on cancel and a crash in it is an error, not a dead app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from slimscope.core import errors
+from slimscope.core.errors import ConversionError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a task is: `fraction` in [0, 1] (None when unknown), a message, an optional partial result."""
+
+    fraction: float | None
+    message: str
+    partial: Any = None
+
+
+Task = Generator[Progress, None, T]
+
+
+def run_sync(task: Task[T], on_progress: Callable[[Progress], None] | None = None) -> T:
+    """Drive a task generator to its end and return its result."""
+    while True:
+        try:
+            progress = next(task)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(progress)
+
+
+def run_in_child(
+    module: str,
+    args: list[str],
+    *,
+    message: str,
+    timeout: float | None = None,
+    poll_interval: float = 0.1,
+) -> Task[dict]:
+    """Run `python -m module *args` in a child process and return the JSON object it prints last.
+
+    The child reports failure by printing `{"error": "<one sentence>", "error_type": "<name>"}` and
+    exiting non-zero; that becomes the named `SlimscopeError` subclass. A crash (signal, no JSON answer)
+    becomes a `ConversionError`. Closing the generator terminates the child.
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    child = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    started = time.monotonic()
+    try:
+        while child.poll() is None:
+            elapsed = time.monotonic() - started
+            if timeout is not None and elapsed > timeout:
+                raise ConversionError(f"{message} took longer than {timeout:.0f} s and was stopped.")
+            yield Progress(None, f"{message} ({elapsed:.0f} s)")
+            try:
+                child.wait(poll_interval)
+            except subprocess.TimeoutExpired:
+                pass
+        stdout, stderr = child.communicate()
+    except GeneratorExit:
+        _terminate(child)
+        raise
+    except BaseException:
+        _terminate(child)
+        raise
+    return _read_child_answer(child.returncode, stdout, stderr, message)
+
+
+def _terminate(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _read_child_answer(returncode: int, stdout: str, stderr: str, message: str) -> dict:
+    answer = None
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            answer = json.loads(line)
+            break
+        except ValueError:
+            continue
+    if isinstance(answer, dict) and "error" in answer:
+        error_type = getattr(errors, str(answer.get("error_type", "")), ConversionError)
+        if not (isinstance(error_type, type) and issubclass(error_type, errors.SlimscopeError)):
+            error_type = ConversionError
+        raise error_type(str(answer["error"]))
+    if returncode != 0 or not isinstance(answer, dict):
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {returncode}"
+        if returncode < 0:
+            last = f"it was killed by signal {-returncode}"
+        raise ConversionError(f"{message} failed: {last}")
+    return answer
