@@ -14,7 +14,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cache, cached_property
 from importlib import resources
@@ -27,7 +27,6 @@ from slimscope.core.errors import RecipeError
 
 RECIPE_VERSION = 1
 _N_M = re.compile(r"([0-9]+):([0-9]+)")
-_MAX_M = 16
 
 
 class Unset(enum.Enum):
@@ -51,13 +50,13 @@ class PruneSpec:
 
     @property
     def n(self) -> int | None:
-        """N of an N:M structure (zeros per group), else None."""
+        """N of an N:M structure (zeros in each group), else None."""
         match = _N_M.fullmatch(self.structure)
         return int(match[1]) if match else None
 
     @property
     def m(self) -> int | None:
-        """M of an N:M structure (group size), else None."""
+        """M of an N:M structure (weights in each group), else None."""
         match = _N_M.fullmatch(self.structure)
         return int(match[2]) if match else None
 
@@ -162,10 +161,7 @@ class Recipe:
         """JSON-ready: defaults in full, each override with only the fields it gives."""
         return {
             "version": RECIPE_VERSION,
-            "defaults": {
-                "prune": _to_json(self.defaults.prune),
-                "quantize": _to_json(self.defaults.quantize),
-            },
+            "defaults": {key: _to_json(getattr(self.defaults, key)) for key in _SPECS},
             "layers": {name: override.to_dict() for name, override in self.layers},
         }
 
@@ -187,10 +183,7 @@ def parse_recipe(data: Mapping[str, Any]) -> Recipe:
     if error is not None:
         raise _translate(error)
     raw_defaults = data.get("defaults", {})
-    defaults = LayerSettings(
-        prune=_spec(PruneSpec, raw_defaults.get("prune")),
-        quantize=_spec(QuantSpec, raw_defaults.get("quantize")),
-    )
+    defaults = LayerSettings(**{key: _spec(key, raw_defaults.get(key)) for key in _SPECS})
     _check(defaults, None)
     layers = tuple(
         (name, LayerOverride(**{k: _fields(k, v) for k, v in entry.items()}))
@@ -216,9 +209,9 @@ def loads_recipe(text: str, source: str = "Recipe text") -> Recipe:
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # tolerates a BOM (Notepad)
     except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        reason = (exc.strerror or exc) if isinstance(exc, OSError) else "it is not UTF-8 text"
         raise RecipeError(f"Cannot read recipe file '{path}': {reason}.") from None
     return loads_recipe(text, f"Recipe file '{path}'")
 
@@ -252,13 +245,9 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
 
 # --- helpers -------------------------------------------------------------------------------
 
-_CONVERT: dict[str, Callable[[Any], Any]] = {
-    "sparsity": float,
-    "threshold": float,
-    "weight_bits": int,
-    "activation_bits": int,
-}
-_SPECS: dict[str, type[PruneSpec] | type[QuantSpec]] = {"prune": PruneSpec, "quantize": QuantSpec}
+_SPECS: dict[str, type[Any]] = {"prune": PruneSpec, "quantize": QuantSpec}
+_NUMBER: dict[str, type] = {"sparsity": float, "threshold": float}
+_NUMBER |= {"weight_bits": int, "activation_bits": int}
 
 # What each field must be, for messages; schema errors are translated through this table.
 _EXPECTED = {
@@ -337,7 +326,7 @@ def _check(settings: LayerSettings, layer: str | None) -> None:
             raise fail(f"{_EXPECTED['prune.' + name]}, got {_show(value)}", f"prune.{name}")
     if spec.structure not in ("unstructured", "channel"):
         n, m = spec.n, spec.m
-        if n is None or m is None or not 0 < n < m <= _MAX_M:
+        if n is None or m is None or not 0 < n < m <= 16:
             got = _show(spec.structure)
             raise fail(f"{_EXPECTED['prune.structure']}, got {got}", "prune.structure")
     if spec.sparsity is None and spec.threshold is None:
@@ -353,22 +342,17 @@ def _check(settings: LayerSettings, layer: str | None) -> None:
         )
 
 
-def _spec(cls: type[Any], raw: Mapping[str, Any] | None) -> Any:
-    return None if raw is None else cls(**dict(_fields_of(cls, raw)))
-
-
 def _fields(technique: str, raw: Mapping[str, Any] | None) -> Fields | None:
-    return None if raw is None else _fields_of(_SPECS[technique], raw)
+    """The fields given, in the spec's field order, numbers as the field's type (8.0 -> 8)."""
+    if raw is None:
+        return None
+    names = [f.name for f in fields(_SPECS[technique]) if f.name in raw]
+    return tuple((k, _NUMBER[k](raw[k]) if k in _NUMBER else raw[k]) for k in names)
 
 
-def _fields_of(cls: type[Any], raw: Mapping[str, Any]) -> Fields:
-    """The given fields in the spec's field order, numbers converted to the field's type."""
-    order = [f.name for f in fields(cls)]
-    return tuple((k, _CONVERT.get(k, _same)(raw[k])) for k in order if k in raw)
-
-
-def _same(value: Any) -> Any:
-    return value
+def _spec(technique: str, raw: Mapping[str, Any] | None) -> Any:
+    given = _fields(technique, raw)
+    return None if given is None else _SPECS[technique](**dict(given))
 
 
 def _merge(base: Any, override: Fields | None | Literal[Unset.INHERIT], cls: type[Any]) -> Any:

@@ -1,0 +1,98 @@
+"""Per-layer weight statistics: summary numbers, a histogram, per-channel ranges and a sparsity map.
+
+Everything is computed in a handful of passes over the weight, reusing partial results (global
+min/max come from the per-channel ones, the zero count from the sparsity map), because inspecting a
+ResNet-50-sized model should cost about as much as reading its weights once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HISTOGRAM_BINS = 128
+MAX_MAP_SIDE = 256
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    count: int
+    zeros: int  # exact zeros
+    min: float
+    max: float
+    mean: float
+    std: float
+    histogram_edges: np.ndarray  # HISTOGRAM_BINS + 1 edges over [min, max]
+    histogram_counts: np.ndarray  # int64 counts, one per bin
+    channel_min: np.ndarray  # per output channel
+    channel_max: np.ndarray
+    channel_l1: np.ndarray
+    sparsity_map: np.ndarray  # fraction of zeros per (output channel × input block), ≤ 256×256
+    map_rows: np.ndarray  # first output channel of each map row
+    map_cols: np.ndarray  # first input block of each map column
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.count if self.count else 0.0
+
+
+def compute_layer_stats(values: np.ndarray, blocks: np.ndarray) -> LayerStats:
+    """`values`: the weight in any layout; `blocks`: the same numbers as [out, in blocks, per block]."""
+    flat = values.reshape(-1)
+    rows = blocks.reshape(blocks.shape[0], -1)
+    channel_min = rows.min(axis=1)
+    channel_max = rows.max(axis=1)
+    channel_l1 = np.abs(rows).sum(axis=1, dtype=np.float64)
+    row_sums = rows.sum(axis=1, dtype=np.float64)
+    row_squares = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+    count = flat.size
+    mean = float(row_sums.sum() / count)
+    variance = max(float(row_squares.sum() / count) - mean * mean, 0.0)
+    zero_cells = np.count_nonzero(blocks == 0, axis=2)
+    lo, hi = float(channel_min.min()), float(channel_max.max())
+    counts, edges = _histogram(flat, lo, hi)
+    sparsity_map, map_rows, map_cols = _downsample_zeros(zero_cells, blocks.shape[2])
+    return LayerStats(
+        count=count,
+        zeros=int(zero_cells.sum()),
+        min=lo,
+        max=hi,
+        mean=mean,
+        std=float(np.sqrt(variance)),
+        histogram_edges=edges,
+        histogram_counts=counts.astype(np.int64),
+        channel_min=channel_min.astype(np.float32),
+        channel_max=channel_max.astype(np.float32),
+        channel_l1=channel_l1.astype(np.float32),
+        sparsity_map=sparsity_map,
+        map_rows=map_rows,
+        map_cols=map_cols,
+    )
+
+
+def _histogram(flat: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # a damaged weight: histogram what is finite
+        flat = flat[np.isfinite(flat)]
+        if flat.size == 0:
+            return np.zeros(HISTOGRAM_BINS, np.int64), np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+        lo, hi = float(flat.min()), float(flat.max())
+    span = (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
+    return np.histogram(flat, bins=HISTOGRAM_BINS, range=span)
+
+
+def _downsample_zeros(zero_cells: np.ndarray, per_block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fractions of zeros on a grid of at most MAX_MAP_SIDE² cells, each an exact fraction of its block."""
+    rows = _cell_starts(zero_cells.shape[0])
+    cols = _cell_starts(zero_cells.shape[1])
+    summed = np.add.reduceat(np.add.reduceat(zero_cells, rows, axis=0), cols, axis=1)
+    row_sizes = np.diff(np.append(rows, zero_cells.shape[0]))
+    col_sizes = np.diff(np.append(cols, zero_cells.shape[1]))
+    elements = np.outer(row_sizes, col_sizes) * per_block
+    return (summed / elements).astype(np.float32), rows, cols
+
+
+def _cell_starts(length: int) -> np.ndarray:
+    if length <= MAX_MAP_SIDE:
+        return np.arange(length)
+    return np.linspace(0, length, MAX_MAP_SIDE, endpoint=False).astype(np.int64)
