@@ -51,11 +51,24 @@ def _convert_torchscript(torch, source: Path, out: Path, shapes) -> list[tuple[i
             f"'{source.name}' does not record its input shape; give one, e.g. --input-shape 1x3x224x224."
         )
     args = tuple(torch.zeros(s) for s in shapes)
+    _check_runs(torch, module, args, source)
     # The TorchScript-based exporter is the one that accepts ScriptModules; the dynamo exporter
     # needs a Python nn.Module or an ExportedProgram.
     torch.onnx.export(module, args, str(out), dynamo=False, opset_version=OPSET,
                       input_names=[f"input_{i}" if len(args) > 1 else "input" for i in range(len(args))])
     return shapes
+
+
+def _check_runs(torch, module, args: tuple, source: Path) -> None:
+    """Run the model once so that a wrong input shape is reported as such, not as an exporter error."""
+    try:
+        with torch.no_grad():
+            module(*args)
+    except Exception as exc:
+        shapes = ", ".join("x".join(str(d) for d in a.shape) for a in args)
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in reversed(first) if line.strip()), type(exc).__name__)
+        raise _ShapeMissing(f"'{source.name}' does not run on an input of shape {shapes}: {detail[:200]}") from exc
 
 
 def _convert_exported_program(torch, source: Path, out: Path, shapes) -> list[tuple[int, ...]]:

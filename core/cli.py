@@ -1,0 +1,146 @@
+"""The `slimscope` command line. Every verb drives the same core functions the GUI uses.
+
+Bad input prints one line on stderr and exits with code 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from slimscope.core.errors import SlimscopeError
+from slimscope.core.tasks import Progress, Task, run_sync
+
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slimscope",
+        description="See inside a vision model and make it smaller and faster. "
+        "With no command, shows the bundled demo model.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
+
+    inspect = verbs.add_parser("inspect", help="list a model's layers with their weight statistics")
+    _model_arguments(inspect)
+    inspect.add_argument("--json", action="store_true", help="print the whole layer view as JSON")
+
+    recipe = verbs.add_parser("recipe", help="print a recipe template that lists every layer")
+    _model_arguments(recipe)
+    recipe.add_argument("-o", "--output", type=Path, help="write the recipe to this file instead of stdout")
+    return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="an .onnx, TorchScript (.pt/.ts) or torch.export (.pt2) file")
+    parser.add_argument(
+        "--input-shape",
+        metavar="SHAPE",
+        help="input shape such as 1x3x224x224 (comma-separated for several inputs); needed when the "
+        "file does not record it",
+    )
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow opening TorchScript and .pt2 files, which can run code stored in them",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.verb is None:
+            return _show_demo()
+        return _VERBS[args.verb](args)
+    except SlimscopeError as exc:
+        if args.debug:
+            raise
+        print(f"slimscope: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("slimscope: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or a library failing on odd input: still one line, not a traceback
+        if args.debug:
+            raise
+        print(f"slimscope: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_BAD_INPUT
+
+
+def _run(task: Task):
+    """Run a task with a one-line progress display on stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        return run_sync(task)
+
+    def show(progress: Progress) -> None:
+        percent = f"{progress.fraction:4.0%}" if progress.fraction is not None else "    "
+        sys.stderr.write(f"\r\x1b[K{percent} {progress.message[:70]}")
+        sys.stderr.flush()
+
+    try:
+        return run_sync(task, show)
+    finally:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
+def _load(args: argparse.Namespace):
+    from slimscope.core.loading import iter_load_model
+    from slimscope.core.loading.input_shapes import parse_input_shapes
+
+    shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
+    return _run(iter_load_model(args.model, trust=args.trust, input_shapes=shapes))
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from slimscope.core.inspection import iter_inspect, report_to_dict
+
+    loaded = _load(args)
+    report = _run(iter_inspect(loaded))
+    if args.json:
+        import orjson
+
+        data = orjson.dumps(report_to_dict(report), option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        from slimscope.core.inspection_table import format_report
+
+        sys.stdout.write(format_report(report))
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from slimscope.core.inspection import iter_inspect
+    from slimscope.core.recipe import dumps_recipe, save_recipe, template_recipe
+
+    report = _run(iter_inspect(_load(args), with_stats=False))
+    recipe = template_recipe([layer.name for layer in report.layers])
+    if args.output:
+        save_recipe(recipe, args.output)
+    else:
+        sys.stdout.write(dumps_recipe(recipe) + "\n")
+    return 0
+
+
+def _show_demo() -> int:
+    from slimscope.resources import DEMO_MODEL
+
+    print(f"Slimscope {_version()} — the desktop window is not built yet; showing the demo model.\n")
+    return _inspect(argparse.Namespace(model=DEMO_MODEL, input_shape=None, trust=False, json=False))
+
+
+def _version() -> str:
+    from slimscope import __version__
+
+    return __version__
+
+
+_VERBS = {"inspect": _inspect, "recipe": _recipe}
