@@ -49,13 +49,17 @@ def compute_layer_stats(values: np.ndarray, blocks: np.ndarray) -> LayerStats:
     count = flat.size
     mean = float(row_sums.sum() / count)
     variance = max(float(row_squares.sum() / count) - mean * mean, 0.0)
-    zero_cells = np.count_nonzero(blocks == 0, axis=2)
+    zeros = int(np.count_nonzero(flat == 0))
+    if zeros:
+        zero_cells = np.count_nonzero(blocks == 0, axis=2)
+    else:  # dense weights (the common case) skip the per-cell count, the slowest pass here
+        zero_cells = np.zeros(blocks.shape[:2], dtype=np.int32)
     lo, hi = float(channel_min.min()), float(channel_max.max())
     counts, edges = _histogram(flat, lo, hi)
     sparsity_map, map_rows, map_cols = _downsample_zeros(zero_cells, blocks.shape[2])
     return LayerStats(
         count=count,
-        zeros=int(zero_cells.sum()),
+        zeros=zeros,
         min=lo,
         max=hi,
         mean=mean,
@@ -77,14 +81,25 @@ def _histogram(flat: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.n
         if flat.size == 0:
             return np.zeros(HISTOGRAM_BINS, np.int64), np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
         lo, hi = float(flat.min()), float(flat.max())
-    span = (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
-    return np.histogram(flat, bins=HISTOGRAM_BINS, range=span)
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    # np.histogram corrects every index against float64 edges and runs ~3x slower; here the bin index
+    # is computed once in the weight's precision, so a value within rounding of an edge may land in
+    # the neighbouring bin — invisible in a 128-bin plot, and the counts still sum to the total.
+    scaled = np.subtract(flat, np.float32(lo), dtype=np.float32)
+    scaled *= np.float32(HISTOGRAM_BINS / (hi - lo))
+    index = scaled.astype(np.uint8)  # values lie in [0, BINS]; BINS itself (the maximum) folds below
+    counts = np.bincount(index, minlength=HISTOGRAM_BINS + 1)
+    counts[HISTOGRAM_BINS - 1] += counts[HISTOGRAM_BINS:].sum()
+    return counts[:HISTOGRAM_BINS], np.linspace(lo, hi, HISTOGRAM_BINS + 1)
 
 
 def _downsample_zeros(zero_cells: np.ndarray, per_block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fractions of zeros on a grid of at most MAX_MAP_SIDE² cells, each an exact fraction of its block."""
     rows = _cell_starts(zero_cells.shape[0])
     cols = _cell_starts(zero_cells.shape[1])
+    if not zero_cells.any():
+        return np.zeros((rows.size, cols.size), np.float32), rows, cols
     summed = np.add.reduceat(np.add.reduceat(zero_cells, rows, axis=0), cols, axis=1)
     row_sizes = np.diff(np.append(rows, zero_cells.shape[0]))
     col_sizes = np.diff(np.append(cols, zero_cells.shape[1]))
