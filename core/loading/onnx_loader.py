@@ -90,12 +90,12 @@ def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     removed = remove_initializer_inputs(model)
     if removed:
         notes.append(f"Removed {removed} weights that were also listed as graph inputs.")
+    model, note = upgrade_opset(model)  # before folding: the converter itself adds Constant nodes
+    if note:
+        notes.append(note)
     folded = fold_constants(model)
     if folded:
         notes.append(f"Folded {folded} nodes that compute constants into weights.")
-    model, note = upgrade_opset(model)
-    if note:
-        notes.append(note)
     return model, notes
 
 
