@@ -14,8 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 class _GraphBuilder:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, sparsity: float) -> None:
         self.rng = np.random.default_rng(seed)
+        self.sparsity = sparsity
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.count = 0
@@ -27,8 +28,13 @@ class _GraphBuilder:
     def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, relu: bool = True) -> str:
         name = self._name("conv")
         w = (self.rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
+        if self.sparsity:
+            w[np.abs(w) < np.quantile(np.abs(w), self.sparsity)] = 0.0
         b = (self.rng.standard_normal(cout) * 0.01).astype(np.float32)
-        self.inits += [numpy_helper.from_array(w, f"{name}.weight"), numpy_helper.from_array(b, f"{name}.bias")]
+        self.inits += [
+            numpy_helper.from_array(w, f"{name}.weight"),
+            numpy_helper.from_array(b, f"{name}.bias"),
+        ]
         pad = k // 2
         self.nodes.append(
             helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [name], name=name,
@@ -55,10 +61,13 @@ class _GraphBuilder:
         return self.relu(self.add(y, shortcut))
 
 
-def build_resnet50(path: Path, seed: int = 0) -> Path:
-    g = _GraphBuilder(seed)
+def build_resnet50(path: Path, seed: int = 0, sparsity: float = 0.0) -> Path:
+    """Write the model; `sparsity` zeroes that fraction of each conv weight (smallest magnitudes)."""
+    g = _GraphBuilder(seed, sparsity)
     x = g.conv("input", 3, 64, 7, 2)
-    g.nodes.append(helper.make_node("MaxPool", [x], ["pool"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
+    g.nodes.append(
+        helper.make_node("MaxPool", [x], ["pool"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+    )
     x, cin = "pool", 64
     for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
         for i in range(blocks):
@@ -67,8 +76,13 @@ def build_resnet50(path: Path, seed: int = 0) -> Path:
     g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
     g.nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
     w = (g.rng.standard_normal((1000, 2048)) * 0.02).astype(np.float32)
-    g.inits += [numpy_helper.from_array(w, "fc.weight"), numpy_helper.from_array(np.zeros(1000, np.float32), "fc.bias")]
-    g.nodes.append(helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1))
+    g.inits += [
+        numpy_helper.from_array(w, "fc.weight"),
+        numpy_helper.from_array(np.zeros(1000, np.float32), "fc.bias"),
+    ]
+    g.nodes.append(
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1)
+    )
     graph = helper.make_graph(
         g.nodes, "resnet50",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],

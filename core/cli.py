@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, help="an .onnx, TorchScript (.pt/.ts) or torch.export (.pt2) file")
+    parser.add_argument(
+        "model", type=Path, help="an .onnx, TorchScript (.pt/.ts) or torch.export (.pt2) file"
+    )
     parser.add_argument(
         "--input-shape",
         metavar="SHAPE",
@@ -107,7 +109,9 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         import orjson
 
-        data = orjson.dumps(report_to_dict(report), option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
+        data = orjson.dumps(
+            report_to_dict(report), option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+        )
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:

@@ -34,7 +34,9 @@ def format_report(report: ModelReport) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     right = {3, 4, 5}
     for index, row in enumerate(rows):
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -23,6 +23,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
+
 from slimscope.core.errors import RecipeError
 
 RECIPE_VERSION = 1

@@ -57,5 +57,3 @@ def _weightless_copy(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, 
         else:
             graph.initializer.append(tensor)
     return light
-
-

@@ -13,6 +13,7 @@ import numpy as np
 
 HISTOGRAM_BINS = 128
 MAX_MAP_SIDE = 256
+_HISTOGRAM_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def compute_layer_stats(values: np.ndarray, blocks: np.ndarray) -> LayerStats:
     variance = max(float(row_squares.sum() / count) - mean * mean, 0.0)
     zeros = int(np.count_nonzero(flat == 0))
     if zeros:
-        zero_cells = np.count_nonzero(blocks == 0, axis=2)
+        zero_cells = _zeros_per_block(blocks)
     else:  # dense weights (the common case) skip the per-cell count, the slowest pass here
         zero_cells = np.zeros(blocks.shape[:2], dtype=np.int32)
     lo, hi = float(channel_min.min()), float(channel_max.max())
@@ -75,6 +76,16 @@ def compute_layer_stats(values: np.ndarray, blocks: np.ndarray) -> LayerStats:
     )
 
 
+def _zeros_per_block(blocks: np.ndarray) -> np.ndarray:
+    # Blocks are short (a 3x3 kernel, or one element): adding K strided slices is ~6x faster than
+    # count_nonzero along the last axis, which iterates element by element over tiny rows.
+    is_zero = (blocks == 0).view(np.uint8)
+    counts = is_zero[:, :, 0].astype(np.int32)
+    for k in range(1, blocks.shape[2]):
+        counts += is_zero[:, :, k]
+    return counts
+
+
 def _histogram(flat: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(lo) and np.isfinite(hi)):  # a damaged weight: histogram what is finite
         flat = flat[np.isfinite(flat)]
@@ -86,11 +97,20 @@ def _histogram(flat: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.n
     # np.histogram corrects every index against float64 edges and runs ~3x slower; here the bin index
     # is computed once in the weight's precision, so a value within rounding of an edge may land in
     # the neighbouring bin — invisible in a 128-bin plot, and the counts still sum to the total.
-    scaled = np.subtract(flat, np.float32(lo), dtype=np.float32)
-    scaled *= np.float32(HISTOGRAM_BINS / (hi - lo))
-    index = scaled.astype(np.uint8)  # values lie in [0, BINS]; BINS itself (the maximum) folds below
-    counts = np.bincount(index, minlength=HISTOGRAM_BINS + 1)
-    counts[HISTOGRAM_BINS - 1] += counts[HISTOGRAM_BINS:].sum()
+    # Chunks keep the temporaries in cache (bincount needs machine-word indices: 8 bytes each).
+    counts = np.zeros(HISTOGRAM_BINS + 1, np.int64)
+    chunk = min(flat.size, _HISTOGRAM_CHUNK)
+    scaled, index = np.empty(chunk, np.float32), np.empty(chunk, np.intp)
+    offset, scale = np.float32(lo), np.float32(HISTOGRAM_BINS / (hi - lo))
+    for start in range(0, flat.size, chunk):
+        part = flat[start : start + chunk]
+        out, idx = scaled[: part.size], index[: part.size]
+        np.subtract(part, offset, out=out, dtype=np.float32)
+        out *= scale
+        np.clip(out, 0, HISTOGRAM_BINS, out=out)
+        idx[...] = out
+        counts += np.bincount(idx, minlength=HISTOGRAM_BINS + 1)
+    counts[HISTOGRAM_BINS - 1] += counts[HISTOGRAM_BINS]  # the maximum itself belongs to the last bin
     return counts[:HISTOGRAM_BINS], np.linspace(lo, hi, HISTOGRAM_BINS + 1)
 
 
@@ -100,7 +120,8 @@ def _downsample_zeros(zero_cells: np.ndarray, per_block: int) -> tuple[np.ndarra
     cols = _cell_starts(zero_cells.shape[1])
     if not zero_cells.any():
         return np.zeros((rows.size, cols.size), np.float32), rows, cols
-    summed = np.add.reduceat(np.add.reduceat(zero_cells, rows, axis=0), cols, axis=1)
+    # Columns first: reducing the contiguous axis first is ~5x faster than the other order.
+    summed = np.add.reduceat(np.add.reduceat(zero_cells, cols, axis=1), rows, axis=0)
     row_sizes = np.diff(np.append(rows, zero_cells.shape[0]))
     col_sizes = np.diff(np.append(cols, zero_cells.shape[1]))
     elements = np.outer(row_sizes, col_sizes) * per_block

@@ -108,5 +108,3 @@ def load_model(
 ) -> LoadedModel:
     """`iter_load_model` run to completion."""
     return run_sync(iter_load_model(path, trust=trust, input_shapes=input_shapes))
-
-

@@ -79,7 +79,10 @@ def _evaluate(node: onnx.NodeProto, consts: dict, opset: dict[str, int]) -> list
 
     feeds = {name: value for name, value in zip(node.input, inputs, strict=True) if name}
     graph = helper.make_graph(
-        [node], "fold", [], [helper.make_value_info(o, onnx.TypeProto()) for o in node.output],
+        [node],
+        "fold",
+        [],
+        [helper.make_value_info(o, onnx.TypeProto()) for o in node.output],
         [numpy_helper.from_array(v, k) for k, v in feeds.items()],
     )
     mini = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opset.items()])
@@ -94,7 +97,9 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
     if attr.name == "value":
         return numpy_helper.to_array(attr.t)
     if attr.name == "sparse_value":
-        raise ModelLoadError(f"Constant '{node.name}' holds a sparse tensor, which Slimscope cannot read yet.")
+        raise ModelLoadError(
+            f"Constant '{node.name}' holds a sparse tensor, which Slimscope cannot read yet."
+        )
     value = helper.get_attribute_value(attr)
     dtype = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
              "value_ints": np.int64}.get(attr.name)  # fmt: skip

@@ -118,7 +118,9 @@ def resolve_external_path(tensor: TensorProto, base_dir: Path) -> tuple[Path, in
         )
     real_base, real_target = os.path.realpath(base_dir), os.path.realpath(target)
     if os.path.commonpath([real_base, real_target]) != real_base:
-        raise ModelLoadError(f"External data '{location}' of tensor '{name}' lies outside the model's folder.")
+        raise ModelLoadError(
+            f"External data '{location}' of tensor '{name}' lies outside the model's folder."
+        )
     try:
         offset = int(info.get("offset", "0"))
         length = int(info["length"]) if "length" in info else None
@@ -204,7 +206,9 @@ def _check_values_defined(graph: onnx.GraphProto, outer: set[str]) -> None:
                 _check_values_defined(sub, known)
     for output in graph.output:
         if output.name not in known:
-            raise ModelLoadError(f"The model output '{output.name}' is produced by no node: the file is damaged.")
+            raise ModelLoadError(
+                f"The model output '{output.name}' is produced by no node: the file is damaged."
+            )
 
 
 def _iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:

@@ -47,8 +47,12 @@ def _runs(opset: int, ir_version: int) -> bool:
     import onnxruntime as ort  # deferred: ~0.2 s to import
 
     value = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [value],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [value],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
     options = ort.SessionOptions()
     options.log_severity_level = 4

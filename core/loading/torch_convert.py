@@ -54,8 +54,14 @@ def _convert_torchscript(torch, source: Path, out: Path, shapes) -> list[tuple[i
     _check_runs(torch, module, args, source)
     # The TorchScript-based exporter is the one that accepts ScriptModules; the dynamo exporter
     # needs a Python nn.Module or an ExportedProgram.
-    torch.onnx.export(module, args, str(out), dynamo=False, opset_version=OPSET,
-                      input_names=[f"input_{i}" if len(args) > 1 else "input" for i in range(len(args))])
+    torch.onnx.export(
+        module,
+        args,
+        str(out),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=[f"input_{i}" if len(args) > 1 else "input" for i in range(len(args))],
+    )
     return shapes
 
 
@@ -68,7 +74,9 @@ def _check_runs(torch, module, args: tuple, source: Path) -> None:
         shapes = ", ".join("x".join(str(d) for d in a.shape) for a in args)
         first = str(exc).strip().splitlines()
         detail = next((line.strip() for line in reversed(first) if line.strip()), type(exc).__name__)
-        raise _ShapeMissing(f"'{source.name}' does not run on an input of shape {shapes}: {detail[:200]}") from exc
+        raise _ShapeMissing(
+            f"'{source.name}' does not run on an input of shape {shapes}: {detail[:200]}"
+        ) from exc
 
 
 def _convert_exported_program(torch, source: Path, out: Path, shapes) -> list[tuple[int, ...]]:
