@@ -51,10 +51,8 @@ def compute_layer_stats(values: np.ndarray, blocks: np.ndarray) -> LayerStats:
     mean = float(row_sums.sum() / count)
     variance = max(float(row_squares.sum() / count) - mean * mean, 0.0)
     zeros = int(np.count_nonzero(flat == 0))
-    if zeros:
-        zero_cells = _zeros_per_block(blocks)
-    else:  # dense weights (the common case) skip the per-cell count, the slowest pass here
-        zero_cells = np.zeros(blocks.shape[:2], dtype=np.int32)
+    # Dense weights (the common case) skip the per-block zero count.
+    zero_cells = _zeros_per_block(blocks) if zeros else np.zeros(blocks.shape[:2], dtype=np.int32)
     lo, hi = float(channel_min.min()), float(channel_max.max())
     counts, edges = _histogram(flat, lo, hi)
     sparsity_map, map_rows, map_cols = _downsample_zeros(zero_cells, blocks.shape[2])

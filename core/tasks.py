@@ -7,6 +7,7 @@ The GUI runs these generators in a worker thread (superqt's `create_worker`), th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -75,10 +76,8 @@ def run_in_child(
             if timeout is not None and elapsed > timeout:
                 raise ConversionError(f"{message} took longer than {timeout:.0f} s and was stopped.")
             yield Progress(None, f"{message} ({elapsed:.0f} s)")
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(poll_interval)
-            except subprocess.TimeoutExpired:
-                pass
         stdout, stderr = child.communicate()
     except GeneratorExit:
         _terminate(child)

@@ -7,11 +7,11 @@ ONNX is protobuf, which has no magic number: it is what a file is when nothing e
 from __future__ import annotations
 
 import zipfile
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 
-class FileKind(str, Enum):
+class FileKind(StrEnum):
     EMPTY = "empty"
     ONNX = "onnx"  # protobuf, or at least nothing else we recognise
     TORCHSCRIPT = "torchscript"

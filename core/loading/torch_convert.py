@@ -44,7 +44,7 @@ def _convert_torchscript(torch, source: Path, out: Path, shapes) -> list[tuple[i
     module = torch.jit.load(str(source), map_location="cpu").eval()
     if shapes is None:
         stored = module._c._retrieve_traced_inputs() if hasattr(module._c, "_retrieve_traced_inputs") else {}
-        traced = stored["forward"] if "forward" in stored else None
+        traced = stored.get("forward", None)
         shapes = [tuple(t.shape) for t in traced] if traced else None
     if shapes is None:
         raise _ShapeMissing(
