@@ -13,7 +13,30 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# op type → how it computes (its weight layout and MACs are those of this float op).
+_OP_KIND = {
+    "Conv": "Conv", "QLinearConv": "Conv", "ConvInteger": "Conv", "ConvTranspose": "ConvTranspose",
+    "Gemm": "Gemm", "MatMul": "MatMul", "QLinearMatMul": "MatMul", "MatMulInteger": "MatMul",
+}  # fmt: skip
+WEIGHTED_OPS = frozenset(_OP_KIND)
+
+# Where a constant operand may sit, per op: (weight slot, its scale slot, its zero-point slot).
+# Float ops have no scale; quantized operator-format ops carry them as inputs.
+_WEIGHT_SLOTS = {
+    "Conv": [(1, None, None)], "ConvTranspose": [(1, None, None)],
+    "Gemm": [(1, None, None), (0, None, None)], "MatMul": [(1, None, None), (0, None, None)],
+    "QLinearConv": [(3, 4, 5)], "QLinearMatMul": [(3, 4, 5), (0, 1, 2)],
+    "ConvInteger": [(1, None, 3)], "MatMulInteger": [(1, None, 3), (0, None, 2)],
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WeightQuantization:
+    """How an integer weight maps to real values: (q - zero_point) * scale, per tensor or along `axis`."""
+
+    scale: str | None  # initializer names; no scale means raw integers (ConvInteger, MatMulInteger)
+    zero_point: str | None
+    axis: int | None  # from a DequantizeLinear; None means: the axis whose length matches the scale
 
 
 @dataclass(frozen=True)
@@ -30,11 +53,20 @@ class Layer:
     params: int  # weight + bias elements
     macs: int | None  # multiply-accumulates for one inference at the model's input shape
     output_shape: tuple | None
-    quantized: bool  # the weight is stored in integers and dequantized by a DequantizeLinear
+    quantization: WeightQuantization | None  # set when the weight is stored as integers
+
+    @property
+    def kind(self) -> str:
+        """The float op this layer computes like: Conv, ConvTranspose, Gemm or MatMul."""
+        return _OP_KIND[self.op_type]
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization is not None
 
     @property
     def depthwise(self) -> bool:
-        return self.op_type == "Conv" and self.groups > 1 and self.groups == self.out_channels
+        return self.kind == "Conv" and self.groups > 1 and self.groups == self.out_channels
 
 
 def find_layers(model: onnx.ModelProto, shapes: dict[str, tuple]) -> list[Layer]:
@@ -52,13 +84,14 @@ def find_layers(model: onnx.ModelProto, shapes: dict[str, tuple]) -> list[Layer]
         found = _weight_input(node, inits, producers)
         if found is None:
             continue
-        slot, weight, quantized = found
+        slot, weight, quantization = found
+        kind = _OP_KIND[node.op_type]
         shape = tuple(inits[weight].dims)
-        if len(shape) < 2 and node.op_type != "MatMul":
+        if len(shape) < 2 and kind != "MatMul":
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         groups = int(attrs.get("group", 1))
-        out_axis, out_channels, per_output = _channels(node.op_type, slot, shape, groups, attrs)
+        out_axis, out_channels, per_output = _channels(kind, slot, shape, groups, attrs)
         bias = _bias(node, inits, consumers, producers)
         output_shape = shapes.get(node.output[0])
         macs = None
@@ -68,23 +101,30 @@ def find_layers(model: onnx.ModelProto, shapes: dict[str, tuple]) -> list[Layer]
         bias_size = math.prod(inits[bias].dims) if bias else 0
         layers.append(
             Layer(name, node.op_type, index, weight, bias, shape, groups, out_channels, out_axis,
-                  math.prod(shape) + bias_size, macs, output_shape, quantized)
+                  math.prod(shape) + bias_size, macs, output_shape, quantization)
         )  # fmt: skip
     return layers
 
 
-def _weight_input(node, inits, producers) -> tuple[int, str, bool] | None:
-    """(input slot, initializer name, quantized) of the node's constant operand, if it has one."""
-    slots = [1, 0] if node.op_type in ("MatMul", "Gemm") else [1]
-    for slot in slots:
-        if slot >= len(node.input):
+def _weight_input(node, inits, producers) -> tuple[int, str, WeightQuantization | None] | None:
+    """(input slot, initializer name, quantization) of the node's constant operand, if it has one."""
+
+    def name_at(slot: int | None) -> str | None:
+        return node.input[slot] if slot is not None and slot < len(node.input) and node.input[slot] else None
+
+    for slot, scale_slot, zero_slot in _WEIGHT_SLOTS[node.op_type]:
+        name = name_at(slot)
+        if name is None:
             continue
-        name = node.input[slot]
         if name in inits:
-            return slot, name, False
+            if scale_slot is None and zero_slot is None:
+                return slot, name, None
+            return slot, name, WeightQuantization(name_at(scale_slot), name_at(zero_slot), None)
         producer = producers.get(name)
         if producer is not None and producer.op_type == "DequantizeLinear" and producer.input[0] in inits:
-            return slot, producer.input[0], True
+            axis = next((a.i for a in producer.attribute if a.name == "axis"), 1)
+            zero = producer.input[2] if len(producer.input) > 2 and producer.input[2] else None
+            return slot, producer.input[0], WeightQuantization(producer.input[1], zero, axis)
     return None
 
 
@@ -108,8 +148,15 @@ def _channels(op: str, slot: int, shape: tuple, groups: int, attrs: dict) -> tup
 
 
 def _bias(node, inits, consumers, producers) -> str | None:
-    if node.op_type in ("Conv", "ConvTranspose", "Gemm"):
-        return node.input[2] if len(node.input) > 2 and node.input[2] in inits else None
+    slot = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8}.get(node.op_type)
+    if slot is not None:
+        name = node.input[slot] if len(node.input) > slot else ""
+        producer = producers.get(name)
+        if producer is not None and producer.op_type == "DequantizeLinear":  # a QDQ model's int32 bias
+            name = producer.input[0]
+        return name if name in inits else None
+    if node.op_type != "MatMul":
+        return None
     users = consumers.get(node.output[0], [])
     if len(users) == 1 and users[0].op_type == "Add":  # MatMul + Add is how Linear often exports
         other = [n for n in users[0].input if n != node.output[0]]
@@ -146,24 +193,33 @@ _RAW_DTYPES = {
 def layer_weights(model: onnx.ModelProto, layer: Layer, inits: dict[str, onnx.TensorProto]) -> np.ndarray:
     """The layer's weight as float values (dequantized when stored quantized), in its ONNX layout."""
     values = tensor_array(inits[layer.weight])
-    if layer.quantized:
-        values = _dequantize(model, layer, values, inits)
+    if layer.quantization is not None:
+        values = _dequantize(values, layer, inits)
     if values.dtype != np.float32 and values.dtype != np.float64:
         values = values.astype(np.float32)
     return values
 
 
-def _dequantize(model, layer: Layer, values: np.ndarray, inits) -> np.ndarray:
-    node = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == layer.weight)
-    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-    zero = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else 0
-    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-    if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * values.ndim
-        shape[axis] = scale.size
-        scale = scale.reshape(shape)
-        zero = np.asarray(zero).reshape(shape) if np.ndim(zero) else zero
-    return (values.astype(np.float32) - np.asarray(zero, dtype=np.float32)) * scale
+def _dequantize(values: np.ndarray, layer: Layer, inits) -> np.ndarray:
+    quant = layer.quantization
+    assert quant is not None
+    scale = numpy_helper.to_array(inits[quant.scale]).astype(np.float32) if quant.scale in inits else None
+    zero = numpy_helper.to_array(inits[quant.zero_point]) if quant.zero_point in inits else np.zeros(())
+    real = values.astype(np.float32) - _along_axis(zero.astype(np.float32), values, layer, quant.axis)
+    if scale is not None:
+        real *= _along_axis(scale, values, layer, quant.axis)
+    return real
+
+
+def _along_axis(param: np.ndarray, values: np.ndarray, layer: Layer, axis: int | None) -> np.ndarray:
+    """A per-tensor or per-axis quantization parameter, shaped to broadcast against the weight."""
+    if param.size <= 1:
+        return param.reshape(())
+    if axis is None:  # operator-format ops: per output channel
+        axis = layer.out_axis if values.shape[layer.out_axis] == param.size else values.shape.index(param.size)
+    shape = [1] * values.ndim
+    shape[axis] = param.size
+    return param.reshape(shape)
 
 
 def weight_blocks(values: np.ndarray, layer: Layer) -> np.ndarray:
@@ -173,9 +229,9 @@ def weight_blocks(values: np.ndarray, layer: Layer) -> np.ndarray:
     MatMul, so a sparsity map row shows which inputs an output channel no longer reads.
     """
     shape = values.shape
-    if layer.op_type == "Conv":
+    if layer.kind == "Conv":
         return values.reshape(shape[0], shape[1], -1)
-    if layer.op_type == "ConvTranspose":
+    if layer.kind == "ConvTranspose":
         g = layer.groups
         grouped = values.reshape(g, shape[0] // g, shape[1], -1).transpose(0, 2, 1, 3)
         return grouped.reshape(shape[1] * g, shape[0] // g, -1)
