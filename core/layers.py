@@ -37,6 +37,7 @@ class WeightQuantization:
     scale: str | None  # initializer names; no scale means raw integers (ConvInteger, MatMulInteger)
     zero_point: str | None
     axis: int | None  # from a DequantizeLinear; None means: the axis whose length matches the scale
+    block_size: int = 0  # opset-21 blocked quantization: one scale per `block_size` elements on `axis`
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,13 @@ def find_layers(model: onnx.ModelProto, shapes: dict[str, tuple]) -> list[Layer]
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         groups = int(attrs.get("group", 1))
         out_axis, out_channels, per_output = _channels(kind, slot, shape, groups, attrs)
-        bias = _bias(node, inits, consumers, producers)
+        bias = _bias(node, inits, consumers, producers, slot, out_channels)
         output_shape = shapes.get(node.output[0])
+        # A transposed conv spreads each input element over Cout/g·kernel outputs: count from the input.
+        counted = shapes.get(node.input[0]) if kind == "ConvTranspose" else output_shape
         macs = None
-        if output_shape and all(isinstance(d, int) and d > 0 for d in output_shape):
-            macs = math.prod(output_shape) * per_output
+        if counted and all(isinstance(d, int) and d > 0 for d in counted):
+            macs = math.prod(counted) * per_output
         name = _unique(node.name or node.output[0] or f"{node.op_type}_{index}", used_names)
         bias_size = math.prod(inits[bias].dims) if bias else 0
         layers.append(
@@ -122,9 +125,12 @@ def _weight_input(node, inits, producers) -> tuple[int, str, WeightQuantization 
             return slot, name, WeightQuantization(name_at(scale_slot), name_at(zero_slot), None)
         producer = producers.get(name)
         if producer is not None and producer.op_type == "DequantizeLinear" and producer.input[0] in inits:
-            axis = next((a.i for a in producer.attribute if a.name == "axis"), 1)
+            attrs = {a.name: a.i for a in producer.attribute}
             zero = producer.input[2] if len(producer.input) > 2 and producer.input[2] else None
-            return slot, producer.input[0], WeightQuantization(producer.input[1], zero, axis)
+            quant = WeightQuantization(
+                producer.input[1], zero, attrs.get("axis", 1), attrs.get("block_size", 0)
+            )
+            return slot, producer.input[0], quant
     return None
 
 
@@ -134,8 +140,7 @@ def _channels(op: str, slot: int, shape: tuple, groups: int, attrs: dict) -> tup
     if op == "Conv":
         return 0, shape[0], size // max(shape[0], 1)
     if op == "ConvTranspose":
-        out = shape[1] * groups
-        return 1, out, size // max(out, 1)  # per output element: (Cin/g)·kernel
+        return 1, shape[1] * groups, size // max(shape[0], 1)  # per input element: (Cout/g)·kernel
     if op == "Gemm":
         trans = attrs.get("transA" if slot == 0 else "transB", 0)
         axis = (1 if trans else 0) if slot == 0 else (0 if trans else 1)
@@ -147,20 +152,20 @@ def _channels(op: str, slot: int, shape: tuple, groups: int, attrs: dict) -> tup
     return len(shape) - 1, shape[-1], shape[-2]
 
 
-def _bias(node, inits, consumers, producers) -> str | None:
-    slot = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8}.get(node.op_type)
-    if slot is not None:
-        name = node.input[slot] if len(node.input) > slot else ""
+def _bias(node, inits, consumers, producers, weight_slot: int, out_channels: int) -> str | None:
+    bias_slot = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8}.get(node.op_type)
+    if bias_slot is not None:
+        name = node.input[bias_slot] if len(node.input) > bias_slot else ""
         producer = producers.get(name)
         if producer is not None and producer.op_type == "DequantizeLinear":  # a QDQ model's int32 bias
             name = producer.input[0]
         return name if name in inits else None
-    if node.op_type != "MatMul":
+    if node.op_type != "MatMul" or weight_slot != 1:  # with a constant A, a 1-D addend runs along columns
         return None
     users = consumers.get(node.output[0], [])
     if len(users) == 1 and users[0].op_type == "Add":  # MatMul + Add is how Linear often exports
         other = [n for n in users[0].input if n != node.output[0]]
-        if other and other[0] in inits and len(inits[other[0]].dims) == 1:
+        if other and other[0] in inits and list(inits[other[0]].dims) == [out_channels]:
             return other[0]
     return None
 
@@ -205,18 +210,25 @@ def _dequantize(values: np.ndarray, layer: Layer, inits) -> np.ndarray:
     assert quant is not None
     scale = numpy_helper.to_array(inits[quant.scale]).astype(np.float32) if quant.scale in inits else None
     zero = numpy_helper.to_array(inits[quant.zero_point]) if quant.zero_point in inits else np.zeros(())
-    real = values.astype(np.float32) - _along_axis(zero.astype(np.float32), values, layer, quant.axis)
+    real = values.astype(np.float32) - _along_axis(zero.astype(np.float32), values, layer, quant)
     if scale is not None:
-        real *= _along_axis(scale, values, layer, quant.axis)
+        real *= _along_axis(scale, values, layer, quant)
     return real
 
 
-def _along_axis(param: np.ndarray, values: np.ndarray, layer: Layer, axis: int | None) -> np.ndarray:
-    """A per-tensor or per-axis quantization parameter, shaped to broadcast against the weight."""
+def _along_axis(param: np.ndarray, values: np.ndarray, layer: Layer, quant: WeightQuantization) -> np.ndarray:
+    """A per-tensor, per-axis or blocked quantization parameter, shaped to broadcast against the weight."""
     if param.size <= 1:
         return param.reshape(())
+    axis = quant.axis
+    if quant.block_size and axis is not None and param.ndim == values.ndim:
+        axis %= values.ndim
+        return np.repeat(param, quant.block_size, axis=axis).take(range(values.shape[axis]), axis=axis)
     if axis is None:  # operator-format ops: per output channel
-        axis = layer.out_axis if values.shape[layer.out_axis] == param.size else values.shape.index(param.size)
+        axis = (
+            layer.out_axis if values.shape[layer.out_axis] == param.size else values.shape.index(param.size)
+        )
+    axis %= values.ndim
     shape = [1] * values.ndim
     shape[axis] = param.size
     return param.reshape(shape)

@@ -40,6 +40,11 @@ class LayerStats:
 
 def compute_layer_stats(values: np.ndarray, blocks: np.ndarray) -> LayerStats:
     """`values`: the weight in any layout; `blocks`: the same numbers as [out, in blocks, per block]."""
+    with np.errstate(invalid="ignore", over="ignore"):  # a damaged weight (inf, NaN) is still shown
+        return _compute(values, blocks)
+
+
+def _compute(values: np.ndarray, blocks: np.ndarray) -> LayerStats:
     flat = values.reshape(-1)
     rows = blocks.reshape(blocks.shape[0], -1)
     channel_min = rows.min(axis=1)
@@ -97,13 +102,15 @@ def _histogram(flat: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.n
     # the neighbouring bin — invisible in a 128-bin plot, and the counts still sum to the total.
     # Chunks keep the temporaries in cache (bincount needs machine-word indices: 8 bytes each).
     counts = np.zeros(HISTOGRAM_BINS + 1, np.int64)
+    # float64 when the range is too narrow for a float32 scale (denormal or near-constant weights)
+    precision = np.float32 if np.isfinite(np.float32(HISTOGRAM_BINS / (hi - lo))) else np.float64
     chunk = min(flat.size, _HISTOGRAM_CHUNK)
-    scaled, index = np.empty(chunk, np.float32), np.empty(chunk, np.intp)
-    offset, scale = np.float32(lo), np.float32(HISTOGRAM_BINS / (hi - lo))
+    scaled, index = np.empty(chunk, precision), np.empty(chunk, np.intp)
+    offset, scale = precision(lo), precision(HISTOGRAM_BINS / (hi - lo))
     for start in range(0, flat.size, chunk):
         part = flat[start : start + chunk]
         out, idx = scaled[: part.size], index[: part.size]
-        np.subtract(part, offset, out=out, dtype=np.float32)
+        np.subtract(part, offset, out=out, dtype=precision)
         out *= scale
         np.clip(out, 0, HISTOGRAM_BINS, out=out)
         idx[...] = out
