@@ -66,17 +66,37 @@ def _foldable(node: onnx.NodeProto, consts: dict, outputs: set[str]) -> bool:
 
 
 def _evaluate(node: onnx.NodeProto, consts: dict, opset: dict[str, int]) -> list | None:
-    inputs = [numpy_helper.to_array(consts[n]) if n else None for n in node.input]
-    numel = _estimated_output_numel(node, inputs)
-    if numel is not None and numel * 8 > MAX_TENSOR_BYTES:
-        raise ModelLoadError(
-            f"Node '{node.name or node.op_type}' would create a constant of {numel:,} elements, more "
-            "than Slimscope allocates for one tensor; the file is malformed or hostile."
-        )
+    label = node.name or node.op_type
     if node.op_type == "Constant":
-        return [_constant_value(node)]
+        return [_constant_value(node, label)]
+    try:
+        inputs = [numpy_helper.to_array(consts[n]) if n else None for n in node.input]
+    except Exception as exc:  # onnx raises ValueError/TypeError/... on a tensor it cannot decode
+        raise ModelLoadError(
+            f"A constant read by node '{label}' cannot be decoded: the file is damaged."
+        ) from exc
+    mini = _single_node_model(node, inputs, opset)
+    numel = _inferred_output_numel(mini)
+    if numel is None:
+        numel = _estimated_output_numel(node, inputs)
+    if numel is None:
+        return None  # size unknown before evaluating: leave the node for onnxruntime to fold
+    if numel * 8 > MAX_TENSOR_BYTES:
+        raise ModelLoadError(
+            f"Node '{label}' would create a constant of {numel:,} elements, more than Slimscope "
+            "allocates for one tensor; the file is malformed or hostile."
+        )
     from onnx.reference import ReferenceEvaluator  # deferred: only needed for computed constants
 
+    try:
+        return list(ReferenceEvaluator(mini).run(None, {}))
+    except MemoryError as exc:
+        raise ModelLoadError(f"Node '{label}' computes a constant too large to hold in memory.") from exc
+    except Exception:  # an op the reference evaluator lacks: leave it for onnxruntime to fold
+        return None
+
+
+def _single_node_model(node: onnx.NodeProto, inputs: list, opset: dict[str, int]) -> onnx.ModelProto:
     feeds = {name: value for name, value in zip(node.input, inputs, strict=True) if name}
     graph = helper.make_graph(
         [node],
@@ -85,25 +105,49 @@ def _evaluate(node: onnx.NodeProto, consts: dict, opset: dict[str, int]) -> list
         [helper.make_value_info(o, onnx.TypeProto()) for o in node.output],
         [numpy_helper.from_array(v, k) for k, v in feeds.items()],
     )
-    mini = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opset.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opset.items()])
+
+
+def _inferred_output_numel(mini: onnx.ModelProto) -> int | None:
+    """Largest output of a one-node model, from onnx's shape inference: nothing is allocated."""
     try:
-        return list(ReferenceEvaluator(mini).run(None, {}))
-    except Exception:  # an op the reference evaluator lacks: leave it for onnxruntime to fold
+        inferred = onnx.shape_inference.infer_shapes(mini, strict_mode=False, data_prop=True)
+    except Exception:  # inference is a size guard here; failing it just means "unknown"
         return None
+    sizes = []
+    for value in inferred.graph.output:
+        tensor_type = value.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            return None
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
+        if any(d < 0 for d in dims):
+            return None
+        sizes.append(math.prod(dims))
+    return max(sizes, default=None)
 
 
-def _constant_value(node: onnx.NodeProto) -> np.ndarray:
+_CONSTANT_FIELDS = {
+    "value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64,
+    "value_string": None, "value_strings": None,
+}  # fmt: skip
+
+
+def _constant_value(node: onnx.NodeProto, label: str) -> np.ndarray:
+    damaged = f"The Constant node '{label}' holds no readable value: the file is damaged."
+    if len(node.attribute) != 1:
+        raise ModelLoadError(damaged)
     attr = node.attribute[0]
-    if attr.name == "value":
-        return numpy_helper.to_array(attr.t)
     if attr.name == "sparse_value":
-        raise ModelLoadError(
-            f"Constant '{node.name}' holds a sparse tensor, which Slimscope cannot read yet."
-        )
-    value = helper.get_attribute_value(attr)
-    dtype = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
-             "value_ints": np.int64}.get(attr.name)  # fmt: skip
-    return np.array(value, dtype=dtype) if dtype else np.array(value)
+        raise ModelLoadError(f"Constant '{label}' holds a sparse tensor, which Slimscope cannot read yet.")
+    if attr.name != "value" and attr.name not in _CONSTANT_FIELDS:
+        raise ModelLoadError(damaged)
+    try:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        dtype = _CONSTANT_FIELDS[attr.name]
+        return np.array(helper.get_attribute_value(attr), dtype=dtype)
+    except Exception as exc:  # onnx raises assorted errors on a tensor it cannot decode
+        raise ModelLoadError(damaged) from exc
 
 
 def _shape_arg(value) -> int | None:

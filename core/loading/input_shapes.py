@@ -53,11 +53,13 @@ def merge_input_shapes(declared: dict[str, Shape], given: list[tuple[int, ...]] 
     merged: dict[str, Shape] = {}
     for (name, old), new in zip(declared.items(), given, strict=True):
         if old and len(old) != len(new):
-            raise InputShapeError(f"Input '{name}' has {len(old)} dimensions {_show(old)}, not {len(new)}.")
+            raise InputShapeError(
+                f"Input '{name}' has {len(old)} dimensions ({_show(old)}); the shape given, {_show(new)}, has {len(new)}."
+            )
         for axis, (a, b) in enumerate(zip(old, new, strict=False)):
             if isinstance(a, int) and a != b:
                 raise InputShapeError(
-                    f"Input '{name}' has size {a} on axis {axis} {_show(old)}; the shape given says {b}."
+                    f"Input '{name}' has size {a} on axis {axis} ({_show(old)}); the shape given, {_show(new)}, says {b}."
                 )
         merged[name] = new
     return merged
@@ -75,4 +77,4 @@ def concrete_shapes(shapes: dict[str, Shape], batch: int = 1) -> dict[str, tuple
 
 
 def _show(shape: Shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
+    return "x".join(str(d) for d in shape)

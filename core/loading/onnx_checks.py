@@ -74,6 +74,8 @@ def check_tensor_sizes(model: onnx.ModelProto) -> None:
         name = tensor.name or "(unnamed)"
         if any(d < 0 for d in tensor.dims):
             raise ModelLoadError(f"Tensor '{name}' in {where} has a negative dimension {list(tensor.dims)}.")
+        if tensor.data_type == TensorProto.UNDEFINED:
+            raise ModelLoadError(f"Tensor '{name}' in {where} has no data type: the file is damaged.")
         try:
             nbytes = tensor_nbytes(tensor)
         except (KeyError, ValueError, TypeError) as exc:
@@ -85,11 +87,37 @@ def check_tensor_sizes(model: onnx.ModelProto) -> None:
             )
         if tensor.data_location == TensorProto.EXTERNAL:
             continue
-        if tensor.HasField("raw_data") and len(tensor.raw_data) != nbytes:
-            raise ModelLoadError(
-                f"Tensor '{name}' declares shape {list(tensor.dims)} ({nbytes} bytes) but stores "
-                f"{len(tensor.raw_data)} bytes: the file is damaged."
-            )
+        if tensor.HasField("raw_data"):
+            if len(tensor.raw_data) != nbytes:
+                raise ModelLoadError(
+                    f"Tensor '{name}' declares shape {list(tensor.dims)} ({nbytes} bytes) but stores "
+                    f"{len(tensor.raw_data)} bytes: the file is damaged."
+                )
+            continue
+        _check_typed_data(tensor, name)
+
+
+def _check_typed_data(tensor: TensorProto, name: str) -> None:
+    """Tensors stored in typed fields (float_data, int32_data, ...) hold one entry per element."""
+    try:
+        field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
+    except (KeyError, ValueError, TypeError):
+        return
+    stored = len(getattr(tensor, field))
+    numel = math.prod(tensor.dims)
+    if stored == 0 and numel == 0:
+        return
+    if tensor.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
+        expected = 2 * numel
+    elif tensor.data_type in _PACKED_4BIT:
+        expected = (numel + 1) // 2
+    else:
+        expected = numel
+    if stored != expected:
+        raise ModelLoadError(
+            f"Tensor '{name}' declares shape {list(tensor.dims)} ({numel} elements) but stores "
+            f"{stored} values: the file is damaged."
+        )
 
 
 def external_data_info(tensor: TensorProto) -> dict[str, str]:
@@ -180,11 +208,23 @@ def check_graph(model: onnx.ModelProto) -> None:
     graph = model.graph
     if not graph.node or not graph.output:
         raise ModelLoadError("The file holds no model graph (it is empty, truncated, or not an ONNX model).")
+    _check_names_are_text(model)
     opsets = {e.domain or "ai.onnx": e.version for e in model.opset_import}
     functions = {(f.domain, f.name) for f in model.functions}
     _check_values_defined(graph, set())
     for node in _iter_nodes(graph):
         _check_operator(node, opsets, functions)
+
+
+def _check_names_are_text(model: onnx.ModelProto) -> None:
+    """protobuf hands back invalid UTF-8 in string fields as bytes: a sign of a damaged file."""
+    graph = model.graph
+    names = [e.domain for e in model.opset_import]
+    names += [v.name for v in (*graph.input, *graph.output, *graph.initializer)]
+    for node in _iter_nodes(graph):
+        names += [node.op_type, node.domain, node.name, *node.input, *node.output]
+    if any(not isinstance(name, str) for name in names):
+        raise ModelLoadError("The model contains names that are not valid text: the file is damaged.")
 
 
 def _check_values_defined(graph: onnx.GraphProto, outer: set[str]) -> None:

@@ -42,10 +42,8 @@ def main(argv: list[str]) -> int:
 
 def _convert_torchscript(torch, source: Path, out: Path, shapes) -> list[tuple[int, ...]]:
     module = torch.jit.load(str(source), map_location="cpu").eval()
-    if shapes is None:
-        stored = module._c._retrieve_traced_inputs() if hasattr(module._c, "_retrieve_traced_inputs") else {}
-        traced = stored.get("forward", None)
-        shapes = [tuple(t.shape) for t in traced] if traced else None
+    # A TorchScript file keeps no usable input shape: traced_inputs.pkl exists, but torch.jit.load does
+    # not restore it (measured with torch 2.13), so the user gives one.
     if shapes is None:
         raise _ShapeMissing(
             f"'{source.name}' does not record its input shape; give one, e.g. --input-shape 1x3x224x224."

@@ -33,7 +33,8 @@ def iter_load_torch(
             "slimscope.core.loading.torch_convert", args,
             message=f"Converting {path.name} to ONNX", timeout=CONVERSION_TIMEOUT_S,
         )  # fmt: skip
-        loaded = yield from iter_load_onnx(Path(answer["onnx"]), None, fmt=kind)
+        # The user's shapes are checked against the converted model: a .pt2 program has fixed shapes.
+        loaded = yield from iter_load_onnx(Path(answer["onnx"]), input_shapes, fmt=kind)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     loaded.source = path

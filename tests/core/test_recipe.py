@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+
 from slimscope.core.errors import RecipeError
 from slimscope.core.recipe import (
     INHERIT,
