@@ -90,8 +90,8 @@ def find_layers(model: onnx.ModelProto, shapes: dict[str, tuple]) -> list[Layer]
         shape = tuple(inits[weight].dims)
         if len(shape) < 2 and kind != "MatMul":
             continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        groups = int(attrs.get("group", 1))
+        attrs = {a.name: a.i for a in node.attribute if a.type == onnx.AttributeProto.INT}
+        groups = max(int(attrs.get("group", 1)), 1)
         out_axis, out_channels, per_output = _channels(kind, slot, shape, groups, attrs)
         bias = _bias(node, inits, consumers, producers, slot, out_channels)
         output_shape = shapes.get(node.output[0])

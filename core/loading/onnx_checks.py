@@ -18,6 +18,9 @@ from onnx import TensorProto
 
 from slimscope.core.errors import ModelLoadError
 
+# Real weights have a handful of dimensions (numpy stops at 64); more means a damaged file.
+_MAX_RANK = 32
+
 # One tensor larger than this is refused before anything is allocated (bytes).
 MAX_TENSOR_BYTES = 4 << 30
 
@@ -72,6 +75,10 @@ def check_tensor_sizes(model: onnx.ModelProto) -> None:
     """Refuse negative or absurd dims, and in-file data whose length disagrees with the shape."""
     for tensor, where in iter_tensors(model.graph):
         name = tensor.name or "(unnamed)"
+        if len(tensor.dims) > _MAX_RANK:
+            raise ModelLoadError(
+                f"Tensor '{name}' in {where} has {len(tensor.dims)} dimensions: the file is damaged."
+            )
         if any(d < 0 for d in tensor.dims):
             raise ModelLoadError(f"Tensor '{name}' in {where} has a negative dimension {list(tensor.dims)}.")
         if tensor.data_type == TensorProto.UNDEFINED:
@@ -220,9 +227,11 @@ def _check_names_are_text(model: onnx.ModelProto) -> None:
     """protobuf hands back invalid UTF-8 in string fields as bytes: a sign of a damaged file."""
     graph = model.graph
     names = [e.domain for e in model.opset_import]
-    names += [v.name for v in (*graph.input, *graph.output, *graph.initializer)]
+    names += [model.producer_name, model.producer_version, model.domain, graph.name]
+    names += [v.name for v in (*graph.input, *graph.output, *graph.initializer, *graph.value_info)]
     for node in _iter_nodes(graph):
         names += [node.op_type, node.domain, node.name, *node.input, *node.output]
+        names += [a.name for a in node.attribute]
     if any(not isinstance(name, str) for name in names):
         raise ModelLoadError("The model contains names that are not valid text: the file is damaged.")
 

@@ -643,3 +643,41 @@ def test_an_operator_name_that_is_not_utf8(small_model, save_onnx, load_untouche
     path.write_bytes(data.replace(b"Relu", b"R\xfflu"))  # one damaged byte
 
     expect_refusal(load_untouched, path, ModelLoadError)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cases a bit-flip fuzzer found (each crashed an earlier version instead of raising ModelLoadError)
+
+
+def test_a_graph_name_that_is_not_utf8(small_model, save_onnx, load_untouched):
+    model = small_model([helper.make_node("Relu", ["x"], ["y"], name="act")])
+    model.graph.name = "graphname"
+    path = save_onnx(model)
+    path.write_bytes(path.read_bytes().replace(b"graphname", b"\x81raphname"))
+
+    expect_refusal(load_untouched, path, ModelLoadError)
+
+
+def test_a_tensor_with_more_dimensions_than_any_weight_has(small_model, save_onnx, load_untouched):
+    weight = numpy_helper.from_array(np.ones([1] * 40, np.float32), "w")
+    model = small_model([helper.make_node("Add", ["x", "w"], ["y"])], initializers=[weight])
+    path = save_onnx(model)
+
+    expect_refusal(load_untouched, path, ModelLoadError)
+
+
+def test_a_conv_group_attribute_of_the_wrong_type_is_not_a_crash(conv_net, save_onnx, load_untouched):
+    from slimscope.core.inspection import iter_inspect
+    from slimscope.core.tasks import run_sync
+
+    model = conv_net.model
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    conv.attribute.append(helper.make_attribute("group", "one"))  # a string where an int belongs
+    path = save_onnx(model)
+
+    try:
+        loaded = load_untouched(path)
+    except ModelLoadError:
+        return  # refusing it is fine too
+    report = run_sync(iter_inspect(loaded))
+    assert any(layer.op_type == "Conv" for layer in report.layers)
