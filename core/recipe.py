@@ -48,6 +48,10 @@ class PruneSpec:
     structure: str = "unstructured"  # "unstructured", "channel" or "N:M" such as "2:4"
     sparsity: float | None = None  # target fraction removed, in [0, 1)
     threshold: float | None = None  # absolute magnitude below which weights become zero
+    # "layer": each layer reaches `sparsity` on its own; "global": one magnitude threshold across
+    # every layer whose scope is global (with the same structure and sparsity), reaching it together.
+    scope: Literal["layer", "global"] = "layer"
+    round_to: int = 16  # channel pruning keeps channel counts at multiples of this (kernels like it)
 
     @property
     def n(self) -> int | None:
@@ -69,8 +73,10 @@ class QuantSpec:
     weight_bits: int = 8  # 2-8 or 16
     activation_bits: int = 8  # 8 or 16
     granularity: Literal["per_channel", "per_tensor"] = "per_channel"
-    symmetric: bool = True
+    symmetric: bool = True  # weights
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    # Activations default to asymmetric uint8: onnxruntime's fast int8 kernels (U8S8) need it.
+    activation_symmetric: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,20 @@ class Recipe:
 
     defaults: LayerSettings
     layers: tuple[tuple[str, LayerOverride], ...] = ()
+    data_json: str = ""  # the "data" section (preprocessing, calibration size) as canonical JSON
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The data section: {"preprocess": {...}, "calibration_samples": n}, {} when absent."""
+        return json.loads(self.data_json) if self.data_json else {}
+
+    def with_data(self, data: Mapping[str, Any] | None) -> Recipe:
+        """A new recipe with the data section replaced (None removes it)."""
+        raw = self.to_dict()
+        raw.pop("data", None)
+        if data:
+            raw["data"] = dict(data)
+        return parse_recipe(raw)
 
     @cached_property
     def _overrides(self) -> dict[str, LayerOverride]:
@@ -160,11 +180,14 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: defaults in full, each override with only the fields it gives."""
-        return {
+        result = {
             "version": RECIPE_VERSION,
             "defaults": {key: _to_json(getattr(self.defaults, key)) for key in _SPECS},
             "layers": {name: override.to_dict() for name, override in self.layers},
         }
+        if self.data_json:
+            result["data"] = self.data
+        return result
 
 
 def default_recipe() -> Recipe:
@@ -190,7 +213,9 @@ def parse_recipe(data: Mapping[str, Any]) -> Recipe:
         (name, LayerOverride(**{k: _fields(k, v) for k, v in entry.items()}))
         for name, entry in data.get("layers", {}).items()
     )
-    recipe = Recipe(defaults, layers)
+    data_section = data.get("data")
+    data_json = json.dumps(data_section, sort_keys=True) if data_section else ""
+    recipe = Recipe(defaults, layers, data_json)
     for name, _ in layers:
         _check(recipe.settings_for(name), name)
     return recipe
@@ -248,7 +273,7 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
 
 _SPECS: dict[str, type[Any]] = {"prune": PruneSpec, "quantize": QuantSpec}
 _NUMBER: dict[str, type] = {"sparsity": float, "threshold": float}
-_NUMBER |= {"weight_bits": int, "activation_bits": int}
+_NUMBER |= {"weight_bits": int, "activation_bits": int, "round_to": int}
 
 # What each field must be, for messages; schema errors are translated through this table.
 _EXPECTED = {
@@ -261,6 +286,10 @@ _EXPECTED = {
     "prune.structure": "must be 'unstructured', 'channel' or 'N:M' with 0 < N < M <= 16",
     "prune.sparsity": "must be a number in [0, 1)",
     "prune.threshold": "must be a number >= 0",
+    "prune.scope": "must be 'layer' or 'global'",
+    "prune.round_to": "must be an integer from 1 to 256",
+    "quantize.activation_symmetric": "must be true or false",
+    "data": "must be an object with 'preprocess' and/or 'calibration_samples'",
     "quantize": "must be an object or null",
     "quantize.weight_bits": "must be an integer from 2 to 8, or 16",
     "quantize.activation_bits": "must be 8 or 16",
@@ -368,7 +397,16 @@ def _merge(base: Any, override: Fields | None | Literal[Unset.INHERIT], cls: typ
     return replace(base if base is not None else cls(), **values)
 
 
+# Advanced fields are written only when they differ from their default, so that everyday recipes
+# stay short and read like the documented example.
+_QUIET_DEFAULTS = {"scope": "layer", "round_to": 16, "activation_symmetric": False}
+
+
 def _to_json(value: Any) -> dict[str, Any] | None:
     if value is None or isinstance(value, Mapping):
         return None if value is None else dict(value)
-    return {k: v for k, v in asdict(value).items() if v is not None}
+    return {
+        k: v
+        for k, v in asdict(value).items()
+        if v is not None and not (k in _QUIET_DEFAULTS and _QUIET_DEFAULTS[k] == v)
+    }
