@@ -55,7 +55,7 @@ class PruneSpec:
 
     @property
     def n(self) -> int | None:
-        """N of an N:M structure (zeros in each group), else None."""
+        """N of an N:M structure (non-zeros kept in each group), else None."""
         match = _N_M.fullmatch(self.structure)
         return int(match[1]) if match else None
 
@@ -359,6 +359,8 @@ def _check(settings: LayerSettings, layer: str | None) -> None:
         if n is None or m is None or not 0 < n < m <= 16:
             got = _show(spec.structure)
             raise fail(f"{_EXPECTED['prune.structure']}, got {got}", "prune.structure")
+    if spec.n is not None:
+        return  # N:M fixes the sparsity itself; a sparsity or threshold merged from defaults is ignored
     if spec.sparsity is None and spec.threshold is None:
         why = "" if layer is None else ", since the defaults do not prune"
         raise fail(f"needs 'sparsity' or 'threshold'{why}", "prune")

@@ -301,3 +301,57 @@ def test_template_lists_every_layer_with_an_inheriting_entry() -> None:
     assert all(recipe.settings_for(name) == recipe.defaults for name in names)
     assert loads_recipe(dumps_recipe(recipe)) == recipe
     assert isinstance(recipe, Recipe) and recipe.unknown_layers(names) == []
+
+
+def test_advanced_fields_round_trip_and_stay_quiet_at_their_defaults():
+    from slimscope.core.recipe import PruneSpec, QuantSpec, parse_recipe
+
+    recipe = parse_recipe(
+        {
+            "version": 1,
+            "defaults": {
+                "prune": {"structure": "channel", "sparsity": 0.3, "round_to": 8},
+                "quantize": {"activation_symmetric": True},
+            },
+            "layers": {"fc": {"prune": {"structure": "unstructured", "sparsity": 0.9, "scope": "global"}}},
+        }
+    )
+    assert recipe.settings_for("conv").prune == PruneSpec("channel", 0.3, None, "layer", 8)
+    assert recipe.settings_for("fc").prune == PruneSpec("unstructured", 0.9, None, "global", 8)
+    assert recipe.settings_for("conv").quantize == QuantSpec(activation_symmetric=True)
+    assert parse_recipe(recipe.to_dict()) == recipe
+    plain = parse_recipe({"version": 1, "defaults": {"prune": {"sparsity": 0.5}}})
+    assert plain.to_dict()["defaults"]["prune"] == {"structure": "unstructured", "sparsity": 0.5}
+
+
+def test_n_m_needs_no_sparsity_and_ignores_a_merged_one():
+    from slimscope.core.recipe import parse_recipe
+
+    recipe = parse_recipe(
+        {
+            "version": 1,
+            "defaults": {"prune": {"sparsity": 0.5}},
+            "layers": {"c": {"prune": {"structure": "2:4"}}},
+        }
+    )
+    spec = recipe.settings_for("c").prune
+    assert (spec.n, spec.m) == (2, 4)
+    assert parse_recipe({"version": 1, "defaults": {"prune": {"structure": "1:4"}}}).defaults.prune.n == 1
+
+
+def test_data_section_is_validated_and_kept():
+    from slimscope.core.errors import RecipeError
+    from slimscope.core.recipe import parse_recipe
+
+    data = {
+        "preprocess": {"resize": 256, "center_crop": 224, "mean": [0.5, 0.5, 0.5]},
+        "calibration_samples": 64,
+    }
+    recipe = parse_recipe({"version": 1, "data": data})
+    assert recipe.data == data
+    assert parse_recipe(recipe.to_dict()).data == data
+    assert recipe.with_data(None).data == {}
+    with pytest.raises(RecipeError, match="data.preprocess.layout"):
+        parse_recipe({"version": 1, "data": {"preprocess": {"layout": "CHW"}}})
+    with pytest.raises(RecipeError, match="data.calibration_samples"):
+        parse_recipe({"version": 1, "data": {"calibration_samples": 0}})
