@@ -44,5 +44,13 @@ class DatasetError(SlimscopeError):
     """Evaluation or calibration data cannot be read or does not fit the model."""
 
 
+class OptimizeError(SlimscopeError):
+    """Applying a recipe failed, or produced a model onnxruntime cannot run."""
+
+
+class ExportError(SlimscopeError):
+    """The optimized model cannot be written where the user asked."""
+
+
 class CancelledError(SlimscopeError):
     """The user cancelled a long-running task."""

@@ -22,6 +22,7 @@ class LoadedModel:
     file_size: int  # bytes on disk, external data files included
     input_shapes: dict[str, tuple[int | str, ...]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    external_files: list[Path] = field(default_factory=list)  # data files beside the model it read
 
     @property
     def opset(self) -> int:

@@ -30,7 +30,7 @@ def iter_load_onnx(
     onnx_checks.check_versions(model, *runtime_limits(default_opset(model), model.ir_version))
     onnx_checks.check_graph(model)
     yield Progress(0.4, "Reading external weights")
-    external_bytes = load_external_data(model, path.parent)
+    external_files = load_external_data(model, path.parent)
     yield Progress(0.6, "Preparing the model")
     model, notes = normalize(model)
     shapes = merge_input_shapes(declared_input_shapes(model), input_shapes)
@@ -38,9 +38,10 @@ def iter_load_onnx(
         model=model,
         source=path,
         format=fmt,
-        file_size=path.stat().st_size + external_bytes,
+        file_size=path.stat().st_size + sum(f.stat().st_size for f in external_files),
         input_shapes=shapes,
         notes=notes,
+        external_files=external_files,
     )
 
 
@@ -64,8 +65,8 @@ def parse_onnx_file(path: Path) -> onnx.ModelProto:
     return model
 
 
-def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
-    """Read every externally stored tensor into memory; return the bytes of the files read."""
+def load_external_data(model: onnx.ModelProto, base_dir: Path) -> list[Path]:
+    """Read every externally stored tensor into memory; return the files read."""
     wanted: dict[Path, list[tuple[TensorProto, int, int]]] = defaultdict(list)
     for tensor, _where in onnx_checks.iter_tensors(model.graph):
         if tensor.data_location == TensorProto.EXTERNAL:
@@ -81,7 +82,7 @@ def load_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
                 tensor.raw_data = data
                 del tensor.external_data[:]
                 tensor.data_location = TensorProto.DEFAULT
-    return sum(target.stat().st_size for target in wanted)
+    return list(wanted)
 
 
 def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:

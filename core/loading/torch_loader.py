@@ -39,6 +39,7 @@ def iter_load_torch(
         shutil.rmtree(work, ignore_errors=True)
     loaded.source = path
     loaded.file_size = path.stat().st_size
+    loaded.external_files = []  # they were the converter's temporary files, now deleted
     loaded.notes.insert(0, f"Converted from a {KIND_NAMES[kind]} to ONNX with torch.onnx.export.")
     yield Progress(1.0, "Converted")
     return loaded
