@@ -1,0 +1,189 @@
+"""Evaluate an optimized model against its original: outputs, per-layer error, latency and size.
+
+`iter_evaluate` is a task generator: it yields `Progress` (during the output comparison with a
+`RunningMetrics` partial result, so a GUI can show accuracy and agreement as they build up) and returns
+the `EvalReport`. Closing it cancels between batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import onnx
+
+from slimscope.core.data.dataset import Dataset
+from slimscope.core.data.fit import fit_to_model
+from slimscope.core.errors import DatasetError
+from slimscope.core.evaluate.footprint import Footprint, measure_footprint
+from slimscope.core.evaluate.latency import available_threads, iter_measure_latency
+from slimscope.core.evaluate.metrics import OutputComparison
+from slimscope.core.evaluate.per_layer import PER_LAYER_SAMPLES, LayerError, iter_layer_errors
+from slimscope.core.evaluate.report import (
+    ROLES,
+    EvalReport,
+    LatencyComparison,
+    accuracy_warnings,
+    footprint_warnings,
+    latency_warnings,
+    layer_warnings,
+)
+from slimscope.core.evaluate.sessions import batch_step, batches, create_runner
+from slimscope.core.tasks import Progress, Task, run_sync
+
+# Relative cost of each phase, to spread the progress fraction over them.
+_PHASE_WEIGHTS = {"outputs": 5.0, "layers": 2.0, "latency": 3.0, "size": 0.5}
+LATENCY_RUNS = 300  # at most, per model and thread count
+LATENCY_WARMUP = 5
+LATENCY_BUDGET_S = 1.5  # per thread count: enough runs for a stable median of a small model
+_PARTIAL_RESULTS = 100  # about this many partial results over the output comparison
+
+
+def iter_evaluate(
+    original: onnx.ModelProto,
+    optimized: onnx.ModelProto,
+    data: Dataset,
+    *,
+    latency: bool = True,
+    per_layer: list[tuple[str, str]] | None = None,
+    macs: Mapping[str, int] | None = None,
+    max_samples: int | None = None,
+) -> Generator[Progress, None, EvalReport]:
+    """Compare `optimized` with `original` on `data`; per_layer: (layer name, tensor name) pairs."""
+    data = fit_to_model(data.head(max_samples), original)
+    if len(data) == 0:
+        raise DatasetError(f"The data from '{data.source}' holds no samples.")
+    fit_to_model(data, optimized)
+    phases = _spans(
+        ["outputs", *(["layers"] if per_layer else []), *(["latency"] if latency else []), "size"]
+    )
+    comparison = yield from _scaled(_iter_compare_outputs(original, optimized, data), phases["outputs"])
+    layers: tuple[LayerError, ...] = ()
+    if per_layer:
+        task = iter_layer_errors(original, optimized, data, per_layer, max_samples=PER_LAYER_SAMPLES)
+        layers = tuple((yield from _scaled(task, phases["layers"])))
+    timings = None
+    if latency:
+        timings = yield from _scaled(_iter_latency(original, optimized, data), phases["latency"])
+    yield Progress(phases["size"][0], "Measuring model sizes")
+    footprints = {"original": measure_footprint(original), "optimized": measure_footprint(optimized)}
+    return _report(comparison, data.y is not None, timings, footprints, layers, macs, original)
+
+
+def _report(
+    comparison: OutputComparison,
+    labelled: bool,
+    timings: tuple[LatencyComparison, ...] | None,
+    footprints: Mapping[str, Footprint],
+    layers: tuple[LayerError, ...],
+    macs: Mapping[str, int] | None,
+    original: onnx.ModelProto,
+) -> EvalReport:
+    accuracy = comparison.accuracy(labelled)
+    warnings = [
+        *_output_warnings(comparison, original),
+        *accuracy_warnings(accuracy),
+        *latency_warnings(timings),
+        *footprint_warnings(footprints),
+        *layer_warnings(layers),
+    ]
+    return EvalReport(
+        samples=comparison.samples,
+        accuracy=accuracy,
+        agreement=comparison.agreement(),
+        sqnr_db=comparison.sqnr_db(),
+        cosine=comparison.cosine(),
+        latency_ms=timings,
+        size_bytes={role: footprints[role].size_bytes for role in ROLES},
+        gzip_bytes={role: footprints[role].gzip_bytes for role in ROLES},
+        nonzero_params={role: footprints[role].nonzero_params for role in ROLES},
+        macs=dict(macs) if macs is not None else None,
+        layers=layers,
+        warnings=tuple(warnings),
+    )
+
+
+def evaluate(
+    original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset, **options: Any
+) -> EvalReport:
+    """`iter_evaluate` run to its end."""
+    return run_sync(iter_evaluate(original, optimized, data, **options))
+
+
+def _iter_compare_outputs(
+    original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
+) -> Task[OutputComparison]:
+    """Run both models batch by batch (in turn, never at once) and compare their outputs."""
+    yield Progress(0.0, "Preparing the models")
+    runner_a = create_runner(original, "original")
+    runner_b = create_runner(optimized, "optimized")
+    comparison = OutputComparison()
+    total, labelled = len(data), data.y is not None
+    step = batch_step([runner_a, runner_b])
+    every = max(1, -(-total // step) // _PARTIAL_RESULTS)
+    for index, (start, batch) in enumerate(batches(data.x, step)):
+        labels = None if data.y is None else data.y[start : start + len(batch)]
+        comparison.add(runner_a.run_all(batch), runner_b.run_all(batch), labels)
+        if (index + 1) % every == 0 or comparison.samples == total:
+            message = f"Comparing outputs: {comparison.samples}/{total} samples"
+            yield Progress(comparison.samples / total, message, comparison.running(total, labelled))
+    return comparison
+
+
+def _iter_latency(
+    original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
+) -> Task[tuple[LatencyComparison, ...]]:
+    """Timings at 1 thread and, when there are more cores, at all of them."""
+    counts = sorted({1, available_threads()})
+    rows = []
+    models = {"original": original, "optimized": optimized}
+    for position, threads in enumerate(counts):
+        task = iter_measure_latency(
+            models, threads, LATENCY_RUNS, LATENCY_WARMUP, sample=data.x, budget_s=LATENCY_BUDGET_S
+        )
+        stats = yield from _scaled(task, (position / len(counts), (position + 1) / len(counts)))
+        rows.append(LatencyComparison(threads, stats["original"], stats["optimized"]))
+    return tuple(rows)
+
+
+def _output_warnings(comparison: OutputComparison, original: onnx.ModelProto) -> list[str]:
+    names = [output.name for output in original.graph.output]
+    found = []
+    for index, why in sorted(comparison.mismatches.items()):
+        found.append(f"Output '{names[index]}' has {why}; it is left out of SQNR and cosine.")
+    if comparison.output_counts is not None:
+        count_a, count_b = comparison.output_counts
+        found.append(
+            f"The optimized model has {count_b} outputs, the original {count_a}; "
+            f"only the first {min(count_a, count_b)} are compared."
+        )
+    for role in ROLES:
+        if role in comparison.nonfinite:
+            found.append(f"The {role} model's outputs contain NaN or infinite values.")
+    return found
+
+
+def _spans(phases: list[str]) -> dict[str, tuple[float, float]]:
+    total = sum(_PHASE_WEIGHTS[phase] for phase in phases)
+    spans, start = {}, 0.0
+    for phase in phases:
+        end = start + _PHASE_WEIGHTS[phase] / total
+        spans[phase] = (start, end)
+        start = end
+    return spans
+
+
+def _scaled(task: Task[Any], span: tuple[float, float]) -> Task[Any]:
+    """Re-yield a sub-task's progress with its fraction mapped into `span` of the whole."""
+    start, end = span
+    while True:
+        try:
+            progress = next(task)
+        except StopIteration as stop:
+            return stop.value
+        fraction = None if progress.fraction is None else start + (end - start) * progress.fraction
+        try:
+            yield Progress(fraction, progress.message, progress.partial)
+        except GeneratorExit:
+            task.close()  # cancel the sub-task now, not whenever it is collected
+            raise
