@@ -96,7 +96,7 @@ def test_model_against_itself(demo_model, demo_data) -> None:
     as_json = json.loads(json.dumps(report.to_dict(), allow_nan=False))  # strict JSON
     assert as_json["sqnr_db"] == "inf" and as_json["accuracy"]["original"] == report.accuracy["original"]
     expected_keys = {"samples", "accuracy", "agreement", "sqnr_db", "cosine", "latency_ms", "size_bytes"}
-    expected_keys |= {"gzip_bytes", "nonzero_params", "macs", "layers", "warnings"}
+    expected_keys |= {"gzip_bytes", "nonzero_params", "macs", "layers", "warnings", "latency"}
     assert set(as_json) == expected_keys
 
 
@@ -257,7 +257,9 @@ def test_report_latency_and_larger_model_warning(demo_model, demo_data) -> None:
     assert report.nonzero_params["optimized"] > report.nonzero_params["original"]
     assert any("LARGER on disk" in warning for warning in report.warnings), report.warnings
     assert report.latency_ms is not None and report.latency_ms[0].threads == 1
-    rows = report.to_dict()["latency_ms"]
+    headline = report.to_dict()["latency_ms"]
+    assert set(headline) == {"original", "optimized", "threads", "speedup"} and headline["threads"] == 1
+    rows = report.to_dict()["latency"]
     for row in rows:
         assert set(row) == {"threads", "original", "optimized", "speedup"}
         for role in ("original", "optimized"):
