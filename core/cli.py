@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     recipe = verbs.add_parser("recipe", help="print a recipe template that lists every layer")
     _model_arguments(recipe)
     recipe.add_argument("-o", "--output", type=Path, help="write the recipe to this file instead of stdout")
+
+    from slimscope.core.cli_optimize import add_optimize_arguments
+
+    add_optimize_arguments(verbs, _model_arguments)
     return parser
 
 
@@ -78,8 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(task: Task):
     """Run a task with a one-line progress display on stderr when it is a terminal."""
-    if not sys.stderr.isatty():
-        return run_sync(task)
+    interactive = sys.stderr.isatty()
 
     def show(progress: Progress) -> None:
         percent = f"{progress.fraction:4.0%}" if progress.fraction is not None else "    "
@@ -87,10 +90,14 @@ def _run(task: Task):
         sys.stderr.flush()
 
     try:
-        return run_sync(task, show)
+        return run_sync(task, show if interactive else None)
+    except KeyboardInterrupt:
+        task.close()  # Ctrl-C cancels: the task's cleanup runs (child processes, temporary files)
+        raise
     finally:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
+        if interactive:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 def _load(args: argparse.Namespace):
@@ -147,4 +154,16 @@ def _version() -> str:
     return __version__
 
 
-_VERBS = {"inspect": _inspect, "recipe": _recipe}
+def _optimize(args: argparse.Namespace) -> int:
+    from slimscope.core.cli_optimize import run_optimize
+
+    return run_optimize(args, _run, _load)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from slimscope.core.cli_optimize import run_evaluate
+
+    return run_evaluate(args, _run)
+
+
+_VERBS = {"inspect": _inspect, "recipe": _recipe, "optimize": _optimize, "evaluate": _evaluate}

@@ -1,0 +1,117 @@
+"""The `optimize` and `evaluate` verbs: read data and recipe, run the core tasks, print and write."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from slimscope.core.errors import DatasetError
+
+Runner = Callable  # cli._run: drives a task generator with a progress line
+
+
+def add_optimize_arguments(verbs, model_arguments) -> None:
+    optimize = verbs.add_parser("optimize", help="apply a recipe and export the optimized ONNX model")
+    model_arguments(optimize)
+    optimize.add_argument("--recipe", type=Path, required=True, help="recipe JSON (see `slimscope recipe`)")
+    optimize.add_argument(
+        "-o", "--output", type=Path, required=True, help="where to write the optimized .onnx"
+    )
+    optimize.add_argument("--calib", type=Path, help="calibration data: .npz (x[, y]) or an image folder")
+    optimize.add_argument(
+        "--eval", type=Path, help="evaluation data: .npz or an image folder (labels optional)"
+    )
+    optimize.add_argument("--report", type=Path, help="also write the report as JSON to this file")
+    optimize.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    optimize.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+
+    evaluate = verbs.add_parser("evaluate", help="compare an optimized model with its original on data")
+    evaluate.add_argument("original", type=Path)
+    evaluate.add_argument("optimized", type=Path)
+    evaluate.add_argument("--data", type=Path, required=True, help=".npz or an image folder")
+    evaluate.add_argument("--recipe", type=Path, help="a recipe whose data section says how to preprocess")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    evaluate.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+
+
+def run_optimize(args: argparse.Namespace, run: Runner, load) -> int:
+    from slimscope.core.evaluate import layer_tensors, measure_footprint
+    from slimscope.core.export import export_model, write_json
+    from slimscope.core.optimize import iter_optimize
+    from slimscope.core.recipe import load_recipe
+
+    loaded = load(args)
+    recipe = load_recipe(args.recipe)
+    calib_path = args.calib or args.eval
+    calib = _dataset(calib_path, recipe, loaded.model, run) if calib_path else None
+    result = run(iter_optimize(loaded, recipe, None if calib is None else calib.x))
+    report: dict = {"source": str(loaded.source), "output": str(args.output)}
+    if args.eval:
+        from slimscope.core.evaluate import iter_evaluate
+
+        data = calib if args.eval == calib_path else _dataset(args.eval, recipe, loaded.model, run)
+        evaluation = run(iter_evaluate(loaded.model, result.model, data, latency=not args.no_latency,
+                                       per_layer=layer_tensors(loaded.model)))  # fmt: skip
+        report |= evaluation.to_dict()
+    else:
+        before, after = measure_footprint(loaded.model), measure_footprint(result.model)
+        report |= {key: {"original": getattr(before, attr), "optimized": getattr(after, attr)}
+                   for key, attr in _FOOTPRINT.items()}  # fmt: skip
+    report |= _optimize_details(result)
+    metadata = {"slimscope.recipe": json.dumps(recipe.to_dict()), "slimscope.report": json.dumps(report)}
+    export_model(
+        result.model, args.output, protected=[loaded.source, *loaded.external_files], metadata=metadata
+    )
+    if args.report:
+        write_json(report, args.report)
+    _print(report, args.json)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace, run: Runner) -> int:
+    from slimscope.core.evaluate import iter_evaluate, layer_tensors
+    from slimscope.core.loading import iter_load_model
+    from slimscope.core.recipe import default_recipe, load_recipe
+
+    original = run(iter_load_model(args.original))
+    optimized = run(iter_load_model(args.optimized))
+    recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
+    data = _dataset(args.data, recipe, original.model, run)
+    evaluation = run(iter_evaluate(original.model, optimized.model, data, latency=not args.no_latency,
+                                   per_layer=layer_tensors(original.model)))  # fmt: skip
+    report = {"original": str(args.original), "optimized": str(args.optimized)} | evaluation.to_dict()
+    _print(report, args.json)
+    return 0
+
+
+_FOOTPRINT = {"size_bytes": "size_bytes", "gzip_bytes": "gzip_bytes", "nonzero_params": "nonzero_params"}
+
+
+def _dataset(path: Path, recipe, model, run):
+    from slimscope.core.data import PreprocessSpec, fit_to_model, iter_load_dataset
+
+    if not path.exists():
+        raise DatasetError(f"The data '{path}' does not exist.")
+    spec = PreprocessSpec.from_dict(recipe.data.get("preprocess"))
+    return fit_to_model(run(iter_load_dataset(path, spec)), model)
+
+
+def _optimize_details(result) -> dict:
+    details: dict = {"notes": result.notes, "forms": result.forms, "sparsity": result.sparsity}
+    if result.dragged:
+        details["dragged"] = result.dragged
+    if result.effective_weight_bytes is not None:
+        details["effective_weight_bytes"] = result.effective_weight_bytes
+    return details
+
+
+def _print(report: dict, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        return
+    from slimscope.core.optimize_summary import format_summary
+
+    sys.stdout.write(format_summary(report))

@@ -1,0 +1,61 @@
+"""The human-readable summary of an optimization or evaluation report (the CLI's default output)."""
+
+from __future__ import annotations
+
+from slimscope.core.inspection_table import human_bytes, human_count
+
+
+def format_summary(report: dict) -> str:
+    lines = []
+    if "output" in report:
+        lines.append(f"wrote {report['output']}")
+    for warning in report.get("warnings", []):
+        lines.append(f"WARNING: {warning}")
+    lines.append("")
+    rows = [("", "original", "optimized", "change")]
+    accuracy = report.get("accuracy")
+    if accuracy:
+        rows.append(
+            _row("top-1 accuracy", accuracy["original"], accuracy["optimized"], _percent, points=True)
+        )
+    latency = report.get("latency_ms")
+    if latency:
+        rows.append(_row(f"latency ({latency['threads']} thread)", latency["original"], latency["optimized"],
+                         lambda v: f"{v:.2f} ms"))  # fmt: skip
+    for key, label, show in (("size_bytes", "size on disk", human_bytes), ("gzip_bytes", "gzip size", human_bytes),
+                             ("nonzero_params", "non-zero weights", human_count)):  # fmt: skip
+        if report.get(key):
+            rows.append(_row(label, report[key]["original"], report[key]["optimized"], show))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+              for r in rows]  # fmt: skip
+    for key, label in (
+        ("agreement", "top-1 agreement"),
+        ("sqnr_db", "output SQNR (dB)"),
+        ("cosine", "cosine"),
+    ):
+        value = report.get(key)
+        if value is not None:
+            lines.append(f"{label}: {value if isinstance(value, str) else round(value, 4)}")
+    hurt = sorted((layer for layer in report.get("layers", []) if isinstance(layer.get("sqnr_db"), float)),
+                  key=lambda layer: layer["sqnr_db"])[:3]  # fmt: skip
+    if hurt:
+        lines.append(
+            "lowest per-layer SQNR: " + ", ".join(f"{h['name']} {h['sqnr_db']:.1f} dB" for h in hurt)
+        )
+    lines += [f"note: {note}" for note in report.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def _row(label: str, before, after, show, points: bool = False) -> tuple[str, str, str, str]:
+    if points:
+        change = f"{(after - before) * 100:+.2f} points"
+    elif before:
+        change = f"{after / before:.2f}x"
+    else:
+        change = ""
+    return label, show(before), show(after), change
+
+
+def _percent(value: float) -> str:
+    return f"{value:.2%}"
