@@ -54,3 +54,7 @@ class ExportError(SlimscopeError):
 
 class CancelledError(SlimscopeError):
     """The user cancelled a long-running task."""
+
+
+class QuantizationError(SlimscopeError):
+    """onnxruntime's quantizer could not quantize the model as asked."""

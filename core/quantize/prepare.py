@@ -1,0 +1,185 @@
+"""Bring a model into the shape onnxruntime's quantizer handles well, on a copy.
+
+- opset >= 13, so that per-channel DequantizeLinear may carry an `axis` (the loader does this for
+  files; models built in memory may still be older);
+- every weighted node named after its layer, so that recipes, `nodes_to_exclude` and the result all
+  speak layer names (and nodes without names get one: onnxruntime matches nodes by name);
+- `quant_pre_process` (onnxruntime's optimizer folds BatchNormalization into Conv, MatMul + Add into
+  Gemm, and cleans up), with a fallback when it fails on a graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnxruntime.quantization import quant_pre_process
+
+from slimscope.core.layers import WEIGHTED_OPS, Layer
+from slimscope.core.loading.opset_upgrade import upgrade_opset
+
+_PRE_PROCESS_LOGGER = "onnxruntime.quantization.shape_inference"
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """The model calibration and quantization work on, and what preparing it changed."""
+
+    model: onnx.ModelProto
+    notes: tuple[str, ...]
+    lost_layers: tuple[str, ...]  # layers pre-processing folded away (no node of that name is left)
+
+
+def prepare_model(
+    model: onnx.ModelProto, layers: list[Layer], input_shapes: dict[str, tuple[int, ...]]
+) -> PreparedModel:
+    """A prepared copy of `model`; `input_shapes` (from the calibration data) fix free dims but batch."""
+    work = _copy(model)
+    _name_layer_nodes(work, layers)  # before the converter, which may insert nodes and shift the indices
+    work, note = upgrade_opset(work)
+    _name_other_nodes(work, {layer.name for layer in layers})
+    notes = [note] if note else []
+    fixed = _fix_input_dims(work, input_shapes)
+    if fixed:
+        shown = "; ".join(f"{name!r}: {'×'.join(map(str, dims))}" for name, dims in fixed.items())
+        notes.append(
+            f"Fixed the free input dims other than the batch to the calibration data's ({shown}): "
+            "onnxruntime's pre-processing needs them."
+        )
+    processed, failure = _pre_process(work)
+    if processed is None:
+        notes.append(
+            f"Quantized without onnxruntime's pre-processing, which failed on this model ({failure})."
+        )
+        processed = _with_shapes(work)
+    _drop_unused_domains(processed)
+    lost = _rename_layer_nodes(processed, layers)
+    if lost:
+        notes.append(f"Pre-processing folded away {len(lost)} layers: {', '.join(map(repr, lost[:5]))}.")
+    return PreparedModel(processed, tuple(notes), tuple(lost))
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _name_layer_nodes(model: onnx.ModelProto, layers: list[Layer]) -> None:
+    """Weighted nodes take their layer's name; another node that has one of those names loses it."""
+    nodes = model.graph.node
+    names = {layer.name for layer in layers}
+    indices = {layer.node_index for layer in layers}
+    for index, node in enumerate(nodes):
+        if index not in indices and node.name in names:
+            node.name = ""
+    for layer in layers:
+        nodes[layer.node_index].name = layer.name
+
+
+def _name_other_nodes(model: onnx.ModelProto, layer_names: set[str]) -> None:
+    """Unique names for the other nodes (onnxruntime's quantizer matches nodes by name)."""
+    taken = set(layer_names)
+    for index, node in enumerate(model.graph.node):
+        if node.name in layer_names:
+            continue
+        base, n = node.name or f"{node.op_type}_{index}", 2
+        candidate = base
+        while candidate in taken:
+            candidate, n = f"{base}_{n}", n + 1
+        node.name = candidate
+        taken.add(candidate)
+
+
+def _fix_input_dims(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple]:
+    """Give free dims other than the batch their calibration size (symbolic shape inference fails on
+    free spatial dims). The batch stays free: fixed, onnxruntime's constant folding bakes it into
+    Reshape targets and the quantized model would only run one sample at a time."""
+    fixed = {}
+    for value in model.graph.input:
+        if value.name not in shapes or not value.type.HasField("tensor_type"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        free = [i for i, d in enumerate(dims) if i > 0 and not d.HasField("dim_value")]
+        if free and len(dims) == len(shapes[value.name]):
+            for i in free:
+                dims[i].dim_value = shapes[value.name][i]
+            fixed[value.name] = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims)
+    return fixed
+
+
+def _pre_process(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str]:
+    """`quant_pre_process`, then without its symbolic shape inference; (None, why) if both fail."""
+    failure = ""
+    for skip_symbolic in (False, True):
+        with tempfile.TemporaryDirectory(prefix="slimscope-preprocess-") as folder:
+            target = Path(folder) / "preprocessed.onnx"
+            try:
+                with _quiet(_PRE_PROCESS_LOGGER):
+                    quant_pre_process(model, target, skip_symbolic_shape=skip_symbolic)
+                return onnx.load_model(target), ""
+            except Exception as exc:  # symbolic shape inference raises and asserts on some graphs
+                text = str(exc).strip()
+                failure = (text.splitlines()[0][:200] if text else "") or type(exc).__name__
+    return None, failure
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Silence a logger for a block (the pre-processor logs a traceback when its optimizer fails and
+    then carries on without it, which is what we want)."""
+    logger = logging.getLogger(name)
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
+def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # the quantizer runs shape inference itself; ours only adds value_info early
+        return model
+
+
+def _drop_unused_domains(model: onnx.ModelProto) -> None:
+    """onnxruntime's optimizer saves an import of every domain it knows (ai.onnx.ml, training, ...);
+    keep those the graph uses, so the quantized model declares what it needs and no more."""
+    used = {node.domain or "" for node in model.graph.node} | {""}
+    for function in model.functions:
+        used |= {function.domain} | {node.domain or "" for node in function.node}
+    kept = [
+        entry for entry in model.opset_import if (entry.domain or "") in used or entry.domain == "ai.onnx"
+    ]
+    if len(kept) < len(model.opset_import):
+        model.ClearField("opset_import")
+        model.opset_import.extend(kept)
+
+
+def _rename_layer_nodes(model: onnx.ModelProto, layers: list[Layer]) -> list[str]:
+    """Find each layer's node after pre-processing and give it the layer's name back; return the lost.
+
+    onnxruntime's fusions keep the surviving node's name (Conv + BatchNormalization), derive one from it
+    (MatMul + Add becomes Gemm `<name>/MatMulAddFusion`), or keep only the weight's name.
+    """
+    weighted = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and n.domain in ("", "ai.onnx")]
+    claimed = {n.name for n in weighted} & {layer.name for layer in layers}
+    lost = []
+    for layer in layers:
+        if layer.name in claimed:
+            continue
+        free = [n for n in weighted if n.name not in claimed]
+        node = next((n for n in free if n.name.startswith(layer.name + "/")), None)
+        node = node or next((n for n in free if layer.weight in n.input), None)
+        if node is None:
+            lost.append(layer.name)
+            continue
+        node.name = layer.name
+        claimed.add(layer.name)
+    return lost
