@@ -57,7 +57,9 @@ def test_wheel_has_namespaced_packages_and_data(wheel_names):
 def test_wheel_has_every_core_subpackage(wheel_names):
     for init in (ROOT / "core").rglob("__init__.py"):
         relative = init.relative_to(ROOT / "core").as_posix()
-        assert f"slimscope/core/{relative}" in wheel_names, f"{relative} is missing from pyproject's package list"
+        assert f"slimscope/core/{relative}" in wheel_names, (
+            f"{relative} is missing from pyproject's package list"
+        )
 
 
 def test_wheel_has_no_plain_top_level_packages(wheel_names):
