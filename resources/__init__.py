@@ -5,3 +5,4 @@ from pathlib import Path
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_MODEL = DEMO_DIR / "digits_net.onnx"
 DEMO_DATA = DEMO_DIR / "digits_test.npz"
+DEMO_CALIBRATION = DEMO_DIR / "digits_calib.npz"

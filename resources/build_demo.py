@@ -33,6 +33,8 @@ from torch import nn
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 MODEL_PATH = DEMO_DIR / "digits_net.onnx"
 DATA_PATH = DEMO_DIR / "digits_test.npz"
+CALIB_PATH = DEMO_DIR / "digits_calib.npz"  # quantization calibrates on training images, never on the test set
+CALIB_SAMPLES = 256
 META_PATH = DEMO_DIR / "digits_net.json"
 
 SEED = 0
@@ -216,6 +218,11 @@ def write_atomically(final: Path, write: Callable[[Path], T]) -> T:
         tmp.unlink(missing_ok=True)
 
 
+def write_calibration_set(x_train: np.ndarray, y_train: np.ndarray) -> None:
+    pick = np.random.default_rng(SEED).permutation(len(x_train))[:CALIB_SAMPLES]
+    write_atomically(CALIB_PATH, lambda p: np.savez_compressed(p, x=x_train[pick], y=y_train[pick]))
+
+
 def fail(message: str) -> NoReturn:
     print(f"build_demo: {message}; demo files not replaced", file=sys.stderr)
     sys.exit(1)
@@ -244,9 +251,11 @@ def main() -> None:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     ort_acc = write_atomically(MODEL_PATH, lambda p: export_onnx(model, p, x_test, y_test, torch_acc))
     write_atomically(DATA_PATH, lambda p: np.savez_compressed(p, x=x_test, y=y_test))
+    write_calibration_set(x_train, y_train)
     metadata = {
         "source": source,
         "split": {"train": len(x_train), "test": len(x_test), "stratified": True, "seed": SEED},
+        "calibration": f"{CALIB_SAMPLES} training images (digits_calib.npz), disjoint from the test set",
         "preprocessing": "pixel / 255, NCHW 1x28x28, no mean/std",
         "input": {"name": "input", "shape": ["batch", 1, 28, 28], "dtype": "float32"},
         "output": {"name": "logits", "shape": ["batch", 10]},
@@ -264,7 +273,7 @@ def main() -> None:
         "command": COMMAND,
     }
     write_atomically(META_PATH, lambda p: p.write_text(json.dumps(metadata, indent=2) + "\n"))
-    for path in (MODEL_PATH, DATA_PATH, META_PATH):
+    for path in (MODEL_PATH, DATA_PATH, CALIB_PATH, META_PATH):
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     print(f"done in {time.perf_counter() - started:.0f} s")
 
