@@ -20,8 +20,9 @@ def format_summary(report: dict) -> str:
         )
     latency = report.get("latency_ms")
     if latency:
-        rows.append(_row(f"latency ({latency['threads']} thread)", latency["original"], latency["optimized"],
-                         lambda v: f"{v:.2f} ms"))  # fmt: skip
+        before, after = latency["original"], latency["optimized"]
+        speed = f"{before / after:.2f}x faster" if after <= before else f"{after / before:.2f}x SLOWER"
+        rows.append((f"latency ({latency['threads']} thread)", f"{before:.2f} ms", f"{after:.2f} ms", speed))
     for key, label, show in (("size_bytes", "size on disk", human_bytes), ("gzip_bytes", "gzip size", human_bytes),
                              ("nonzero_params", "non-zero weights", human_count)):  # fmt: skip
         if report.get(key):
