@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from collections.abc import Callable
@@ -39,15 +40,23 @@ def add_optimize_arguments(verbs, model_arguments) -> None:
 
 def run_optimize(args: argparse.Namespace, run: Runner, load) -> int:
     from slimscope.core.evaluate import layer_tensors, measure_footprint
-    from slimscope.core.export import export_model, write_json
+    from slimscope.core.export import write_json
     from slimscope.core.optimize import iter_optimize
     from slimscope.core.recipe import load_recipe
 
     loaded = load(args)
+    protected = [loaded.source, *loaded.external_files]
+    check_destination(args.output, protected)  # before the work, not after it
+    if args.report:
+        check_destination(args.report, [*protected, args.output])
     recipe = load_recipe(args.recipe)
     calib_path = args.calib or args.eval
     calib = _dataset(calib_path, recipe, loaded.model, run) if calib_path else None
     result = run(iter_optimize(loaded, recipe, None if calib is None else calib.x))
+    if calib is not None and args.calib is None:
+        result.notes.append(
+            "Calibrated on the evaluation data (no --calib given): accuracy on unseen data may be lower."
+        )
     report: dict = {"source": str(loaded.source), "output": str(args.output)}
     if args.eval:
         from slimscope.core.evaluate import iter_evaluate
@@ -61,14 +70,46 @@ def run_optimize(args: argparse.Namespace, run: Runner, load) -> int:
         report |= {key: {"original": getattr(before, attr), "optimized": getattr(after, attr)}
                    for key, attr in _FOOTPRINT.items()}  # fmt: skip
     report |= _optimize_details(result)
-    metadata = {"slimscope.recipe": json.dumps(recipe.to_dict()), "slimscope.report": json.dumps(report)}
-    export_model(
-        result.model, args.output, protected=[loaded.source, *loaded.external_files], metadata=metadata
-    )
+    existed = args.output.exists()
+    _export_with_report(result.model, args.output, protected, recipe, report)
     if args.report:
-        write_json(report, args.report)
+        try:
+            write_json(report, args.report)
+        except Exception:
+            if not existed:  # a failed command leaves nothing half-done behind
+                args.output.unlink(missing_ok=True)
+            raise
     _print(report, args.json)
     return 0
+
+
+def _export_with_report(model, output: Path, protected: list[Path], recipe, report: dict) -> None:
+    """Export with the recipe and report embedded; the report's sizes are those of the file written.
+
+    The report sits inside the file it measures, so sizes are settled by re-measuring until they agree
+    (once or twice: only the digits of the sizes change).
+    """
+    from slimscope.core.evaluate.footprint import GZIP_LEVEL
+    from slimscope.core.export import export_model
+
+    for _ in range(4):
+        metadata = {"slimscope.recipe": json.dumps(recipe.to_dict()), "slimscope.report": json.dumps(report)}
+        export_model(model, output, protected=protected, metadata=metadata)
+        data = output.read_bytes()
+        size, packed = len(data), len(gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0))
+        if report["size_bytes"]["optimized"] == size and report["gzip_bytes"]["optimized"] == packed:
+            return
+        report["size_bytes"]["optimized"], report["gzip_bytes"]["optimized"] = size, packed
+
+
+def check_destination(path: Path, protected: list[Path]) -> None:
+    """Refuse, before any work, a destination that would overwrite an input or cannot be written."""
+    from slimscope.core.errors import ExportError
+    from slimscope.core.export import refuse_protected
+
+    refuse_protected(path, protected)
+    if not path.expanduser().parent.is_dir():
+        raise ExportError(f"The folder '{path.expanduser().parent}' does not exist.")
 
 
 def run_evaluate(args: argparse.Namespace, run: Runner) -> int:

@@ -27,7 +27,7 @@ def export_model(
     `protected` are the source model and its data files: writing over any of them is refused.
     """
     path = Path(target).expanduser()
-    _refuse_protected(path, protected)
+    refuse_protected(path, protected)
     if not path.parent.is_dir():
         raise ExportError(f"The folder '{path.parent}' does not exist.")
     copy = onnx.ModelProto()
@@ -76,7 +76,8 @@ def write_atomically(path: Path, data: bytes) -> None:
             os.unlink(temp_name)
 
 
-def _refuse_protected(path: Path, protected: Iterable[Path]) -> None:
+def refuse_protected(path: Path, protected: Iterable[Path]) -> None:
+    """Raise ExportError when `path` is (a link to) one of `protected`."""
     real = os.path.realpath(path)
     for source in protected:
         same = os.path.realpath(source) == real
@@ -84,7 +85,8 @@ def _refuse_protected(path: Path, protected: Iterable[Path]) -> None:
             same = os.path.samefile(path, source)
         if same:
             raise ExportError(
-                f"'{path}' is the model being optimized (or one of its data files); choose another file name."
+                f"'{path}' would overwrite '{source}', which this command reads (the model being optimized, "
+                "its data, or the exported model); choose another file name."
             )
 
 

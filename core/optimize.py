@@ -7,7 +7,6 @@ next, so that quantization calibrates on the weights that will ship and keeps pr
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +28,7 @@ class OptimizeResult:
     forms: dict[str, str] = field(default_factory=dict)  # per layer: what was done, in words
     sparsity: dict[str, float] = field(default_factory=dict)  # achieved weight sparsity per pruned layer
     dragged: dict[str, list[str]] = field(default_factory=dict)  # channel pruning: layers changed along
+    channels_removed: dict[str, float] = field(default_factory=dict)  # fraction of output channels gone
     notes: list[str] = field(default_factory=list)
     effective_weight_bytes: int | None = None  # bits × params / 8 when bit widths are simulated
     calibration_cached: bool = False
@@ -107,6 +107,9 @@ def _prune_channels(
     groups = find_channel_groups(model)
     plan = plan_channel_pruning(model, groups, specs)
     result.dragged.update(plan.dragged)
+    for group_plan in plan.groups:  # what was removed after rounding, not what was asked
+        for name in group_plan.group.producers:
+            result.channels_removed[name] = len(group_plan.removed) / max(group_plan.group.channels, 1)
     for group in groups:
         wanted = [name for name in group.producers if name in specs]
         if wanted and not group.prunable:
@@ -133,8 +136,10 @@ def _describe(result: OptimizeResult, settings: dict[str, LayerSettings]) -> Non
     for name, setting in settings.items():
         parts = []
         spec = setting.prune
-        if spec is not None and spec.structure == "channel" and spec.sparsity:
-            parts.append(f"{spec.sparsity:.0%} of channels removed")
+        if result.channels_removed.get(name):
+            parts.append(f"{result.channels_removed[name]:.0%} of channels removed")
+        elif spec is not None and spec.structure == "channel" and spec.sparsity:
+            parts.append("channels kept (see notes)")
         elif name in result.sparsity:
             parts.append(f"{result.sparsity[name]:.0%} zero ({spec.structure if spec else 'pruned'})")
         parts.append(result.forms.get(name, "float"))
@@ -149,7 +154,3 @@ def _check_runs(model: onnx.ModelProto) -> None:
     except Exception as exc:  # onnxruntime's errors are untyped; this one means a bug in a pass
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise OptimizeError(f"onnxruntime cannot run the optimized model: {first}") from exc
-
-
-def model_fingerprint(model: onnx.ModelProto) -> str:
-    return hashlib.blake2b(model.SerializeToString(), digest_size=16).hexdigest()
