@@ -65,8 +65,13 @@ def optimize(loaded, recipe: dict, calib: np.ndarray, cache: OptimizeCache | Non
 
 
 def ort_quantize_static(model: onnx.ModelProto, calib: np.ndarray) -> tuple[onnx.ModelProto, float]:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     input_name = model.graph.input[0].name
 
