@@ -66,9 +66,13 @@ def run_optimize(args: argparse.Namespace, run: Runner, load) -> int:
                                        per_layer=layer_tensors(loaded.model)))  # fmt: skip
         report |= evaluation.to_dict()
     else:
+        from slimscope.core.evaluate.report import footprint_warnings
+
         before, after = measure_footprint(loaded.model), measure_footprint(result.model)
         report |= {key: {"original": getattr(before, attr), "optimized": getattr(after, attr)}
                    for key, attr in _FOOTPRINT.items()}  # fmt: skip
+        report["warnings"] = footprint_warnings({"original": before, "optimized": after})
+        report["warnings"].append("Not evaluated: give --eval DATA to measure what this cost and gained.")
     report |= _optimize_details(result)
     existed = args.output.exists()
     _export_with_report(result.model, args.output, protected, recipe, report)
