@@ -38,20 +38,20 @@ class PreparedModel:
 def prepare_model(
     model: onnx.ModelProto, layers: list[Layer], input_shapes: dict[str, tuple[int, ...]]
 ) -> PreparedModel:
-    """A prepared copy of `model`; `input_shapes` (from the calibration data) fix free dims but batch."""
+    """A prepared copy of `model`, ready for the quantizer (opset, node names, pre-processing)."""
     work = _copy(model)
     _name_layer_nodes(work, layers)  # before the converter, which may insert nodes and shift the indices
     work, note = upgrade_opset(work)
     _name_other_nodes(work, {layer.name for layer in layers})
     notes = [note] if note else []
-    fixed = _fix_input_dims(work, input_shapes)
-    if fixed:
-        shown = "; ".join(f"{name!r}: {'×'.join(map(str, dims))}" for name, dims in fixed.items())
-        notes.append(
-            f"Fixed the free input dims other than the batch to the calibration data's ({shown}): "
-            "onnxruntime's pre-processing needs them."
-        )
-    processed, failure = _pre_process(work)
+    free = _free_input_dims(work)
+    if free:
+        # Fixing free sizes to the calibration data's would bake them into the exported model (a
+        # detector that took any image size would take only one); symbolic shape inference is the
+        # part of pre-processing that needs them, so it is skipped instead.
+        notes.append(f"Kept the free input sizes of {', '.join(map(repr, free))}; pre-processing ran without "
+                     "symbolic shape inference.")  # fmt: skip
+    processed, failure = _pre_process(work, (True,) if free else (False, True))
     if processed is None:
         notes.append(
             f"Quantized without onnxruntime's pre-processing, which failed on this model ({failure})."
@@ -96,27 +96,21 @@ def _name_other_nodes(model: onnx.ModelProto, layer_names: set[str]) -> None:
         taken.add(candidate)
 
 
-def _fix_input_dims(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple]:
-    """Give free dims other than the batch their calibration size (symbolic shape inference fails on
-    free spatial dims). The batch stays free: fixed, onnxruntime's constant folding bakes it into
-    Reshape targets and the quantized model would only run one sample at a time."""
-    fixed = {}
+def _free_input_dims(model: onnx.ModelProto) -> list[str]:
+    """Inputs with a free dim other than the batch (the first)."""
+    weights = {t.name for t in model.graph.initializer}
+    free = []
     for value in model.graph.input:
-        if value.name not in shapes or not value.type.HasField("tensor_type"):
-            continue
         dims = value.type.tensor_type.shape.dim
-        free = [i for i, d in enumerate(dims) if i > 0 and not d.HasField("dim_value")]
-        if free and len(dims) == len(shapes[value.name]):
-            for i in free:
-                dims[i].dim_value = shapes[value.name][i]
-            fixed[value.name] = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims)
-    return fixed
+        if value.name not in weights and any(not d.HasField("dim_value") for d in list(dims)[1:]):
+            free.append(value.name)
+    return free
 
 
-def _pre_process(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str]:
-    """`quant_pre_process`, then without its symbolic shape inference; (None, why) if both fail."""
+def _pre_process(model: onnx.ModelProto, attempts: tuple[bool, ...]) -> tuple[onnx.ModelProto | None, str]:
+    """`quant_pre_process` with each `skip_symbolic_shape` setting in turn; (None, why) if all fail."""
     failure = ""
-    for skip_symbolic in (False, True):
+    for skip_symbolic in attempts:
         with tempfile.TemporaryDirectory(prefix="slimscope-preprocess-") as folder:
             target = Path(folder) / "preprocessed.onnx"
             try:
