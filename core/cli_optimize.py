@@ -62,8 +62,12 @@ def run_optimize(args: argparse.Namespace, run: Runner, load) -> int:
         from slimscope.core.evaluate import iter_evaluate
 
         data = calib if args.eval == calib_path else _dataset(args.eval, recipe, loaded.model, run)
+        from slimscope.core.inspection import count_macs
+
+        macs = {"original": count_macs(loaded.model, loaded.input_shapes),
+                "optimized": count_macs(result.model, loaded.input_shapes)}  # fmt: skip
         evaluation = run(iter_evaluate(loaded.model, result.model, data, latency=not args.no_latency,
-                                       per_layer=layer_tensors(loaded.model)))  # fmt: skip
+                                       per_layer=layer_tensors(loaded.model), macs=macs))  # fmt: skip
         report |= evaluation.to_dict()
     else:
         from slimscope.core.evaluate.report import footprint_warnings

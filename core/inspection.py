@@ -66,6 +66,13 @@ def _totals(report: ModelReport) -> None:
     report.macs = sum(known) if known and all(m is not None for m in known) else None  # type: ignore[misc]
 
 
+def count_macs(model: onnx.ModelProto, input_shapes: dict) -> int | None:
+    """Multiply-accumulates of the weighted layers for one inference; None if shapes leave some unknown."""
+    shapes = infer_shapes(model, concrete_shapes(input_shapes) or {})
+    known = [layer.macs for layer in find_layers(model, shapes)]
+    return sum(known) if known and all(m is not None for m in known) else None  # type: ignore[misc]
+
+
 def report_to_dict(report: ModelReport) -> dict:
     """The whole inspection as JSON-ready data (numpy arrays stay arrays for a fast encoder)."""
     loaded = report.loaded

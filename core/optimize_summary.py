@@ -24,8 +24,8 @@ def format_summary(report: dict) -> str:
         speed = f"{before / after:.2f}x faster" if after <= before else f"{after / before:.2f}x SLOWER"
         rows.append((f"latency ({latency['threads']} thread)", f"{before:.2f} ms", f"{after:.2f} ms", speed))
     for key, label, show in (("size_bytes", "size on disk", human_bytes), ("gzip_bytes", "gzip size", human_bytes),
-                             ("nonzero_params", "non-zero weights", human_count)):  # fmt: skip
-        if report.get(key):
+                             ("nonzero_params", "non-zero weights", human_count), ("macs", "MACs", human_count)):  # fmt: skip
+        if report.get(key) and None not in report[key].values():
             rows.append(_row(label, report[key]["original"], report[key]["optimized"], show))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
