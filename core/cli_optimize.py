@@ -61,7 +61,11 @@ def run_optimize(args: argparse.Namespace, run: Runner, load) -> int:
     if args.eval:
         from slimscope.core.evaluate import iter_evaluate
 
-        data = calib if args.eval == calib_path else _dataset(args.eval, recipe, loaded.model, run)
+        data = (
+            calib
+            if calib is not None and args.eval == calib_path
+            else _dataset(args.eval, recipe, loaded.model, run)
+        )
         from slimscope.core.inspection import count_macs
 
         macs = {"original": count_macs(loaded.model, loaded.input_shapes),

@@ -6,6 +6,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -62,15 +63,18 @@ def _totals(report: ModelReport) -> None:
     weights = [t for t in graph.initializer if t.data_type in _FLOAT_OR_QUANT]
     report.params = sum(math.prod(t.dims) for t in weights)
     report.weight_bytes = sum(len(t.raw_data) or math.prod(t.dims) * 4 for t in weights)
-    known = [layer.macs for layer in report.layers]
-    report.macs = sum(known) if known and all(m is not None for m in known) else None  # type: ignore[misc]
+    report.macs = _total_macs([layer.macs for layer in report.layers])
 
 
 def count_macs(model: onnx.ModelProto, input_shapes: dict) -> int | None:
     """Multiply-accumulates of the weighted layers for one inference; None if shapes leave some unknown."""
     shapes = infer_shapes(model, concrete_shapes(input_shapes) or {})
-    known = [layer.macs for layer in find_layers(model, shapes)]
-    return sum(known) if known and all(m is not None for m in known) else None  # type: ignore[misc]
+    return _total_macs([layer.macs for layer in find_layers(model, shapes)])
+
+
+def _total_macs(per_layer: list[int | None]) -> int | None:
+    known = [m for m in per_layer if m is not None]
+    return sum(known) if per_layer and len(known) == len(per_layer) else None
 
 
 def report_to_dict(report: ModelReport) -> dict:
@@ -98,7 +102,7 @@ def report_to_dict(report: ModelReport) -> dict:
 
 
 def _layer_dict(layer: Layer, stats: LayerStats | None) -> dict:
-    entry = {
+    entry: dict[str, Any] = {
         "name": layer.name,
         "op": layer.op_type,
         "weight": layer.weight,

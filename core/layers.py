@@ -22,7 +22,7 @@ WEIGHTED_OPS = frozenset(_OP_KIND)
 
 # Where a constant operand may sit, per op: (weight slot, its scale slot, its zero-point slot).
 # Float ops have no scale; quantized operator-format ops carry them as inputs.
-_WEIGHT_SLOTS = {
+_WEIGHT_SLOTS: dict[str, list[tuple[int, int | None, int | None]]] = {
     "Conv": [(1, None, None)], "ConvTranspose": [(1, None, None)],
     "Gemm": [(1, None, None), (0, None, None)], "MatMul": [(1, None, None), (0, None, None)],
     "QLinearConv": [(3, 4, 5)], "QLinearMatMul": [(3, 4, 5), (0, 1, 2)],
@@ -78,7 +78,8 @@ def find_layers(model: onnx.ModelProto, shapes: dict[str, tuple]) -> list[Layer]
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    layers, used_names = [], set()
+    layers: list[Layer] = []
+    used_names: set[str] = set()
     for index, node in enumerate(graph.node):
         if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
             continue
@@ -185,7 +186,7 @@ def tensor_array(tensor: onnx.TensorProto) -> np.ndarray:
     return numpy_helper.to_array(tensor)
 
 
-_RAW_DTYPES = {
+_RAW_DTYPES: dict[int, np.dtype] = {
     onnx.TensorProto.FLOAT: np.dtype("<f4"),
     onnx.TensorProto.FLOAT16: np.dtype("<f2"),
     onnx.TensorProto.DOUBLE: np.dtype("<f8"),

@@ -111,7 +111,7 @@ def _histogram(flat: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.n
         part = flat[start : start + chunk]
         out, idx = scaled[: part.size], index[: part.size]
         np.subtract(part, offset, out=out, dtype=precision)
-        out *= scale
+        np.multiply(out, scale, out=out)
         np.clip(out, 0, HISTOGRAM_BINS, out=out)
         idx[...] = out
         counts += np.bincount(idx, minlength=HISTOGRAM_BINS + 1)

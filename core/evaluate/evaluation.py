@@ -46,7 +46,7 @@ def iter_evaluate(
     *,
     latency: bool = True,
     per_layer: list[tuple[str, str]] | None = None,
-    macs: Mapping[str, int] | None = None,
+    macs: Mapping[str, int | None] | None = None,
     max_samples: int | None = None,
 ) -> Generator[Progress, None, EvalReport]:
     """Compare `optimized` with `original` on `data`; per_layer: (layer name, tensor name) pairs."""
@@ -76,7 +76,7 @@ def _report(
     timings: tuple[LatencyComparison, ...] | None,
     footprints: Mapping[str, Footprint],
     layers: tuple[LayerError, ...],
-    macs: Mapping[str, int] | None,
+    macs: Mapping[str, int | None] | None,
     original: onnx.ModelProto,
 ) -> EvalReport:
     accuracy = comparison.accuracy(labelled)

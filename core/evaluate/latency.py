@@ -123,7 +123,7 @@ def _random_input(model: onnx.ModelProto, count: int) -> np.ndarray:
             f"The model's input '{name}' has no fixed shape; give a sample input to time it with."
         )
     rng = np.random.default_rng(0)
-    return rng.standard_normal((count, *dims[1:])).astype(np.float32)
+    return rng.standard_normal((count, *(int(d or 1) for d in dims[1:]))).astype(np.float32)
 
 
 def _stats(seconds: list[float], threads: int) -> LatencyStats:

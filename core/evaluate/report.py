@@ -49,7 +49,7 @@ class EvalReport:
     size_bytes: dict[str, int]
     gzip_bytes: dict[str, int]
     nonzero_params: dict[str, int]
-    macs: dict[str, int] | None  # as given by the caller
+    macs: dict[str, int | None] | None  # as given by the caller
     layers: tuple[LayerError, ...]
     warnings: tuple[str, ...]
 

@@ -18,7 +18,7 @@ from slimscope.core.errors import ModelLoadError
 
 DEFAULT_BATCH = 32
 
-_NUMPY_INPUT_TYPES = {
+_NUMPY_INPUT_TYPES: dict[int, type] = {
     onnx.TensorProto.FLOAT: np.float32,
     onnx.TensorProto.FLOAT16: np.float16,
     onnx.TensorProto.DOUBLE: np.float64,

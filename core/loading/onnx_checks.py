@@ -131,7 +131,7 @@ def external_data_info(tensor: TensorProto) -> dict[str, str]:
     return {entry.key: entry.value for entry in tensor.external_data}
 
 
-def resolve_external_path(tensor: TensorProto, base_dir: Path) -> tuple[Path, int, int | None]:
+def resolve_external_path(tensor: TensorProto, base_dir: Path) -> tuple[Path, int, int]:
     """Where an external tensor's bytes are: (file, offset, length), refusing anything unsafe."""
     info = external_data_info(tensor)
     name = tensor.name or "(unnamed)"
@@ -158,13 +158,12 @@ def resolve_external_path(tensor: TensorProto, base_dir: Path) -> tuple[Path, in
         )
     try:
         offset = int(info.get("offset", "0"))
-        length = int(info["length"]) if "length" in info else None
+        given_length = int(info["length"]) if "length" in info else None
     except ValueError as exc:
         raise ModelLoadError(f"Tensor '{name}' has an unreadable external data offset or length.") from exc
     size = target.stat().st_size
     expected = tensor_nbytes(tensor)
-    if length is None:
-        length = expected
+    length = expected if given_length is None else given_length
     if offset < 0 or length < 0 or offset + length > size:
         raise ModelLoadError(
             f"Tensor '{name}' wants bytes {offset}..{offset + length} of '{location}', which has only "

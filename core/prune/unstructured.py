@@ -43,7 +43,7 @@ def prune_weights(model: onnx.ModelProto, layers: list[Layer], specs: dict[str, 
             continue
         spec = specs[layer.name]
         values = weights[layer.name]
-        if spec.n is not None:
+        if spec.n is not None and spec.m is not None:
             _keep_n_of_m(values, _input_axis(layer, values.ndim), spec.n, spec.m)
         elif spec.threshold is not None:
             values[np.abs(values) < spec.threshold] = 0

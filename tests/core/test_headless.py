@@ -176,3 +176,14 @@ def test_core_runs_with_qt_unimportable(tmp_path):
         answer["imported"]
     )
     assert any(line.startswith("only_conv") and "Conv" in line for line in table), result.stdout
+
+
+def test_core_type_checks(tmp_path):
+    """mypy on slimscope.core, laid out as installed (the editable mapping hides it from mypy)."""
+    staged_package(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"), "--cache-dir",
+         str(tmp_path / ".mypy_cache"), "-p", "slimscope.core"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
