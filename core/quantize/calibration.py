@@ -85,6 +85,8 @@ def model_digest(model: onnx.ModelProto) -> str:
 class _Entry:
     prepared: PreparedModel  # what the ranges were measured on; they fit this model's tensor names
     ranges: dict[CalibrationMethod, TensorsData] = field(default_factory=dict)
+    # Precomputed weight scales and zero points of `prepared.model` (see weight_params.py).
+    weight_params: dict = field(default_factory=dict)
 
 
 class CalibrationCache:
@@ -108,6 +110,12 @@ class CalibrationCache:
         self._entries.move_to_end((model_hash, data_hash))
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    def weight_params(self, model_hash: str, data_hash: str) -> dict:
+        """The memo of weight scales and zero points for the prepared model of this pair (a fresh,
+        unkept one when the pair has no entry)."""
+        entry = self._entries.get((model_hash, data_hash))
+        return {} if entry is None else entry.weight_params
 
     def ranges(self, model_hash: str, data_hash: str, method: CalibrationMethod) -> TensorsData | None:
         entry = self._entries.get((model_hash, data_hash))

@@ -76,7 +76,12 @@ def iter_quantize(
     if prepared is None:
         prepared = prepare_model(model, layers, data.input_shapes)
         cache.store_prepared(model_hash, data.digest, prepared)
-    options = translate_settings(prepared.model, find_layers(prepared.model, {}), settings)
+    options = translate_settings(
+        prepared.model,
+        find_layers(prepared.model, {}),
+        settings,
+        cache.weight_params(model_hash, data.digest),
+    )
     ranges, cached = yield from _calibrate(prepared, data, options, cache, model_hash)
     yield Progress(0.9, "Quantizing with onnxruntime")
     quantized, opset_note = _run_quantizer(prepared.model, options, ranges)
@@ -178,7 +183,7 @@ def _run_quantizer(
             [],  # nodes_to_quantize: all
             list(options.nodes_to_exclude),
             list(OP_TYPES_TO_QUANTIZE),
-            copy.deepcopy(options.extra_options),  # the quantizer keeps and edits the overrides dict
+            _copied(options.extra_options),  # the quantizer keeps and edits the overrides dict
         )
         quantizer.quantize_model()
         quantizer.model.topological_sort()  # what quantize_static does before saving: Q/DQ nodes are appended
@@ -187,6 +192,17 @@ def _run_quantizer(
         text = str(exc).strip()
         first = (text.splitlines()[0][:300] if text else "") or type(exc).__name__
         raise QuantizationError(f"onnxruntime could not quantize this model: {first}") from exc
+
+
+def _copied(extra_options: dict) -> dict:
+    """A copy of `extra_options` the quantizer may edit. Its TensorQuantOverrides (per-channel scales
+    make thousands of dicts, slow to deepcopy) are copied down to each channel's dict, whose values
+    `translate_settings` only ever makes immutable scalars; everything else is deep-copied."""
+    overrides = extra_options.get("TensorQuantOverrides", {})
+    rest = copy.deepcopy({k: v for k, v in extra_options.items() if k != "TensorQuantOverrides"})
+    return rest | {
+        "TensorQuantOverrides": {name: [dict(c) for c in chans] for name, chans in overrides.items()}
+    }
 
 
 def _with_opset(model: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, str | None]:

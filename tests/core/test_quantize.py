@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
 import slimscope.core.quantize.calibration as calibration_module
+import slimscope.core.quantize.weight_params as weight_params_module
 from slimscope.core.errors import DatasetError, RecipeError
 from slimscope.core.layers import find_layers
 from slimscope.core.loading import load_model
@@ -127,6 +128,31 @@ def test_one_layer_edit_reuses_calibration(demo, demo_int8, monkeypatch):
     quantize(model, {fc: QuantSpec(calibration="percentile")}, x[:64], cache)
     quantize(model, {}, x[64:128], cache)
     assert len(calls) == 2 and cache.calibrations == before + 2
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        QuantSpec(),
+        QuantSpec(granularity="per_tensor"),
+        QuantSpec(symmetric=False),
+        QuantSpec(weight_bits=16, symmetric=False),
+    ],
+    ids=["int8", "per_tensor", "asymmetric", "int16"],
+)
+def test_precomputed_weight_params_are_onnxruntimes(demo, spec, monkeypatch):
+    """Weight scales and zero points computed vectorized (weight_params.py) give the very model
+    onnxruntime's own per-channel loop gives, and are kept on the cache for the next run."""
+    model, x, _ = demo
+    settings = {layer.name: spec for layer in find_layers(model, {})}
+    cache = CalibrationCache()
+    monkeypatch.setattr(weight_params_module, "ENABLED", False)
+    by_onnxruntime = quantize(model, settings, x[:32], cache).model.SerializeToString()
+    monkeypatch.setattr(weight_params_module, "ENABLED", True)
+    precomputed = quantize(model, settings, x[:32], cache).model.SerializeToString()
+    assert precomputed == by_onnxruntime
+    memo = cache.weight_params(*next(iter(cache._entries)))
+    assert len(memo) == len(settings) and all(found is not None for found in memo.values())
 
 
 # ---------------------------------------------------------------------------------------------------
