@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(inspect)
     inspect.add_argument("--json", action="store_true", help="print the whole layer view as JSON")
 
+    gui = verbs.add_parser("gui", help="open the desktop window (on the demo model when no file is given)")
+    gui.add_argument("model", type=Path, nargs="?", help="an .onnx, TorchScript (.pt/.ts) or .pt2 file")
+    gui.add_argument("--trust", action="store_true", help="open TorchScript and .pt2 files without asking")
+
     recipe = verbs.add_parser("recipe", help="print a recipe template that lists every layer")
     _model_arguments(recipe)
     recipe.add_argument("-o", "--output", type=Path, help="write the recipe to this file instead of stdout")
@@ -142,10 +146,48 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def _show_demo() -> int:
+    """The window on the demo model; the demo table on stdout when piped, headless or without Qt."""
     from slimscope.resources import DEMO_MODEL
 
-    print(f"Slimscope {_version()} — the desktop window is not built yet; showing the demo model.\n")
+    if sys.stdout.isatty() and _has_display():
+        code = _open_window(None, trust=False)
+        if code is not None:
+            return code
+        print("slimscope: the desktop window needs PySide6, pyqtgraph and superqt; showing the demo "
+              "model as text.", file=sys.stderr)  # fmt: skip
+    print(f"Slimscope {_version()} — showing the demo model (`slimscope gui` opens the window).\n")
     return _inspect(argparse.Namespace(model=DEMO_MODEL, input_shape=None, trust=False, json=False))
+
+
+def _gui(args: argparse.Namespace) -> int:
+    code = _open_window(args.model, trust=args.trust)
+    if code is None:
+        raise SlimscopeError("The desktop window needs PySide6, pyqtgraph and superqt; install them.")
+    return code
+
+
+_QT_PACKAGES = {"PySide6", "shiboken6", "pyqtgraph", "superqt", "qtpy"}
+
+
+def _open_window(model: Path | None, *, trust: bool) -> int | None:
+    """Run the GUI; None when its Qt packages are not installed. Imported by name: core never imports Qt."""
+    import importlib
+
+    try:
+        app = importlib.import_module("slimscope.gui.app")
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in _QT_PACKAGES:
+            raise
+        return None
+    return app.run_app(model, trust=trust)
+
+
+def _has_display() -> bool:
+    import os
+
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
 
 
 def _version() -> str:
@@ -166,4 +208,4 @@ def _evaluate(args: argparse.Namespace) -> int:
     return run_evaluate(args, _run)
 
 
-_VERBS = {"inspect": _inspect, "recipe": _recipe, "optimize": _optimize, "evaluate": _evaluate}
+_VERBS = {"inspect": _inspect, "gui": _gui, "recipe": _recipe, "optimize": _optimize, "evaluate": _evaluate}

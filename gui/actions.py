@@ -1,0 +1,106 @@
+"""Every action as data (key, text, shortcut, tooltip, callback), and the menus built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QMenu, QMessageBox
+
+from slimscope.gui import settings
+
+if TYPE_CHECKING:
+    from slimscope.gui.main_window import MainWindow
+
+Shortcut = QKeySequence.StandardKey | str | None
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    key: str
+    text: str
+    shortcut: Shortcut
+    tooltip: str
+    callback: Callable[[MainWindow], object]
+
+
+ACTIONS = (
+    ActionSpec("open", "&Open…", QKeySequence.StandardKey.Open, "Open an ONNX, TorchScript or .pt2 model",
+               lambda w: w.choose_model_file()),
+    ActionSpec("clear_recent", "Clear Recent Files", None, "Forget the recently opened files",
+               lambda w: (settings.clear_recent_files(), w.update_actions())),
+    ActionSpec("quit", "&Quit", QKeySequence.StandardKey.Quit, "Close Slimscope", lambda w: w.close()),
+    ActionSpec("about", "&About Slimscope", None, "Versions of Slimscope and the libraries it uses",
+               lambda w: show_about(w)),
+)  # fmt: skip
+
+ABOUT_PACKAGES = ("slimscope", "onnx", "onnxruntime", "torch", "PySide6-Essentials", "pyqtgraph")
+
+
+def build_actions(window: MainWindow) -> dict[str, QAction]:
+    actions = {}
+    for spec in ACTIONS:
+        action = QAction(spec.text, window, toolTip=spec.tooltip, statusTip=spec.tooltip)
+        if spec.shortcut is not None:
+            action.setShortcut(QKeySequence(spec.shortcut))
+        action.triggered.connect(partial(_trigger, spec.callback, window))
+        actions[spec.key] = action
+    return actions
+
+
+def _trigger(callback: Callable[[MainWindow], object], window: MainWindow, _checked: bool = False) -> None:
+    callback(window)
+
+
+def build_menus(window: MainWindow, actions: dict[str, QAction]) -> QMenu:
+    """File and Help menus; returns the Open Recent submenu (refilled by `fill_recent_menu`)."""
+    file_menu = window.menuBar().addMenu("&File")
+    file_menu.addAction(actions["open"])
+    recent_menu = file_menu.addMenu("Open &Recent")
+    file_menu.addSeparator()
+    file_menu.addAction(actions["quit"])
+    help_menu = window.menuBar().addMenu("&Help")
+    help_menu.addAction(actions["about"])
+    return recent_menu
+
+
+def fill_recent_menu(menu: QMenu, window: MainWindow, clear_action: QAction) -> None:
+    menu.clear()
+    paths = settings.recent_files()
+    for path in paths:
+        action = menu.addAction(path.name)
+        action.setToolTip(str(path))
+        action.setStatusTip(str(path))
+        action.triggered.connect(partial(_open_recent, window, path))
+    menu.addSeparator()
+    menu.addAction(clear_action)
+    menu.setEnabled(bool(paths))
+
+
+def _open_recent(window: MainWindow, path: Path, _checked: bool = False) -> None:
+    window.open_model(path)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in ABOUT_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def show_about(window: MainWindow) -> None:
+    lines = "".join(f"<tr><td>{name}</td><td>{v}</td></tr>" for name, v in library_versions().items())
+    QMessageBox.about(
+        window,
+        "About Slimscope",
+        "<p>Slimscope: see inside a vision model and make it smaller and faster.</p>"
+        f"<table cellspacing='6'>{lines}</table>",
+    )

@@ -1,0 +1,35 @@
+"""`run_app`: start the Qt application with the main window on a model (the demo one by default)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from slimscope.gui import errors
+from slimscope.gui.main_window import MainWindow
+from slimscope.resources import DEMO_MODEL
+
+QUIT_AFTER_ENV = "SLIMSCOPE_QUIT_AFTER_MS"  # for smoke tests: quit the event loop after this many ms
+
+
+def run_app(path: Path | None, *, trust: bool = False) -> int:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setApplicationName("Slimscope")
+    app.setOrganizationName("Slimscope")
+    window = MainWindow()
+    sys.excepthook = lambda _type, exc, _tb: errors.show_error(window, exc)
+    window.show()
+    window.open_model(Path(path) if path is not None else DEMO_MODEL, trust=trust)
+    quit_after = os.environ.get(QUIT_AFTER_ENV)
+    if quit_after:
+        QTimer.singleShot(int(quit_after), app.quit)
+    app.aboutToQuit.connect(window.opener.cancel)
+    try:
+        return app.exec()
+    finally:
+        sys.excepthook = sys.__excepthook__

@@ -1,0 +1,22 @@
+"""The one funnel every error reaches the user through: a dialog with one sentence, details collapsed."""
+
+from __future__ import annotations
+
+import traceback
+
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from slimscope.core.errors import SlimscopeError
+
+
+def show_error(parent: QWidget | None, exc: BaseException) -> None:
+    """Show `exc` in a modal dialog: a `SlimscopeError`'s own sentence, or a short note with the traceback."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle("Slimscope")
+    if isinstance(exc, SlimscopeError):
+        box.setText(str(exc))
+    else:  # a bug or a library failing on odd input: say so briefly, keep the traceback for a report
+        box.setText(f"Something went wrong ({type(exc).__name__}): {exc}")
+        box.setDetailedText("".join(traceback.format_exception(exc)))
+    box.exec()

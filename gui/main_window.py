@@ -1,0 +1,129 @@
+"""`MainWindow`: assembles the layer table, histogram and heatmap panels, menus and the status bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter
+
+from slimscope.core.inspection import ModelReport
+from slimscope.core.loading import MODEL_FILE_SUFFIXES
+from slimscope.core.tasks import Progress
+from slimscope.gui import actions, errors, settings
+from slimscope.gui.panels.heatmap_panel import HeatmapPanel
+from slimscope.gui.panels.histogram_panel import HistogramPanel
+from slimscope.gui.panels.job_progress import JobProgress
+from slimscope.gui.panels.layer_table import LayerTablePanel
+from slimscope.gui.trust_prompt import ask_to_trust, can_run_code
+from slimscope.gui.workers import ModelOpener
+
+MODEL_FILE_FILTER = "Models ({});;All files (*)".format(" ".join(f"*{s}" for s in MODEL_FILE_SUFFIXES))
+
+
+class MainWindow(QMainWindow):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle("Slimscope")
+        self.setAcceptDrops(True)
+        self.report: ModelReport | None = None  # the open model; kept when opening another one fails
+        self.model_path: Path | None = None
+
+        self.layer_table = LayerTablePanel()
+        self.histogram = HistogramPanel()
+        self.heatmap = HeatmapPanel()
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.histogram)
+        right.addWidget(self.heatmap)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.layer_table)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        splitter.setSizes([760, 520])  # the table needs room for its number columns
+        self.setCentralWidget(splitter)
+
+        self.job_progress = JobProgress()
+        self.statusBar().addPermanentWidget(self.job_progress)
+        self.opener = ModelOpener(self)
+        self.opener.progressed.connect(self._on_progress)
+        self.opener.opened.connect(self._on_opened)
+        self.opener.failed.connect(self._on_failed)
+        self.opener.running_changed.connect(self.job_progress.set_running)
+        self.job_progress.cancel_button.clicked.connect(self.cancel_job)
+        self.layer_table.layer_selected.connect(self.show_layer)
+
+        self.actions_by_key = actions.build_actions(self)
+        self.addActions(list(self.actions_by_key.values()))
+        self.recent_menu = actions.build_menus(self, self.actions_by_key)
+        self.update_actions()
+        self.resize(1280, 760)
+
+    # ------------------------------------------------------------------ commands
+
+    def choose_model_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a model", settings.last_folder(), MODEL_FILE_FILTER)
+        if path:
+            settings.set_last_folder(Path(path).parent)
+            self.open_model(Path(path))
+
+    def open_model(self, path: Path, *, trust: bool = False) -> None:
+        """Open `path` in the background; files that can run code are opened only if the user trusts them."""
+        path = Path(path)
+        if not trust and can_run_code(path):
+            trust = ask_to_trust(self, path)
+            if not trust:
+                return
+        self.statusBar().showMessage(f"Opening {path.name}…")
+        self.opener.open(path, trust=trust)
+
+    def cancel_job(self) -> None:
+        self.opener.cancel()
+        self.statusBar().showMessage("Cancelled.", 3000)
+
+    def show_layer(self, name: str) -> None:
+        if self.report is None or name not in self.report.stats:
+            self.histogram.clear()
+            self.heatmap.clear()
+            return
+        stats = self.report.stats[name]
+        self.histogram.show_stats(name, stats)
+        self.heatmap.show_stats(name, stats)
+
+    def update_actions(self) -> None:
+        actions.fill_recent_menu(self.recent_menu, self, self.actions_by_key["clear_recent"])
+
+    # ------------------------------------------------------------------ job results (main thread)
+
+    def _on_progress(self, progress: Progress) -> None:
+        self.job_progress.show_progress(progress)
+        self.statusBar().showMessage(progress.message)
+
+    def _on_opened(self, path: Path, report: ModelReport) -> None:
+        self.report, self.model_path = report, Path(path)
+        self.setWindowTitle(f"{Path(path).name} — Slimscope")
+        self.layer_table.set_report(report)
+        settings.add_recent_file(Path(path))
+        self.update_actions()
+        self.statusBar().showMessage(f"{Path(path).name}: {len(report.layers)} layers", 5000)
+
+    def _on_failed(self, exc: BaseException) -> None:
+        self.statusBar().clearMessage()
+        errors.show_error(self, exc)
+
+    # ------------------------------------------------------------------ window events
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        files = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
+        if files:
+            event.acceptProposedAction()
+            self.open_model(files[0])
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.opener.cancel()
+        super().closeEvent(event)

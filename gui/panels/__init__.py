@@ -1,0 +1,1 @@
+"""The panels the main window is assembled from; each shows numbers computed by `slimscope.core`."""
