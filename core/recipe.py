@@ -159,7 +159,7 @@ class Recipe:
             if value is INHERIT:
                 entry.pop(key, None)
             elif value is not KEEP:
-                entry[key] = _to_json(value)
+                entry[key] = _to_json(value, quiet=False)  # an override keeps every field it states
         return parse_recipe(data)
 
     def with_defaults(
@@ -408,11 +408,14 @@ def _merge(base: Any, override: Fields | None | Literal[Unset.INHERIT], cls: typ
 _QUIET_DEFAULTS = {"scope": "layer", "round_to": 16, "activation_symmetric": False}
 
 
-def _to_json(value: Any) -> dict[str, Any] | None:
+def _to_json(value: Any, quiet: bool = True) -> dict[str, Any] | None:
+    """A spec as JSON fields; `quiet` leaves out advanced fields at their default (for the defaults
+    section, where leaving them out means the same; an override must keep them, or the defaults
+    would fill them back in)."""
     if value is None or isinstance(value, Mapping):
         return None if value is None else dict(value)
     return {
         k: v
         for k, v in asdict(value).items()
-        if v is not None and not (k in _QUIET_DEFAULTS and _QUIET_DEFAULTS[k] == v)
+        if v is not None and not (quiet and k in _QUIET_DEFAULTS and _QUIET_DEFAULTS[k] == v)
     }

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QMessageBox
 
-from slimscope.gui import settings
+from slimscope.gui import recipe_files, settings
 
 if TYPE_CHECKING:
     from slimscope.gui.main_window import MainWindow
@@ -32,6 +32,18 @@ class ActionSpec:
 ACTIONS = (
     ActionSpec("open", "&Open…", QKeySequence.StandardKey.Open, "Open an ONNX, TorchScript or .pt2 model",
                lambda w: w.choose_model_file()),
+    ActionSpec("export", "&Export Optimized ONNX…", "Ctrl+E",
+               "Write the optimized model and its report (the latest comparison's result)",
+               lambda w: recipe_files.export_optimized(w)),
+    ActionSpec("undo", "&Undo", QKeySequence.StandardKey.Undo, "Undo the last recipe edit",
+               lambda w: w.undo_stack.undo()),
+    ActionSpec("redo", "&Redo", QKeySequence.StandardKey.Redo, "Redo the recipe edit undone last",
+               lambda w: w.undo_stack.redo()),
+    ActionSpec("save_recipe", "&Save Recipe…", QKeySequence.StandardKey.Save,
+               "Save the recipe as JSON (the format `slimscope optimize --recipe` reads)",
+               lambda w: recipe_files.save_recipe_as(w)),
+    ActionSpec("load_recipe", "&Load Recipe…", None, "Replace the recipe by one read from a JSON file",
+               lambda w: recipe_files.load_recipe_from(w)),
     ActionSpec("clear_recent", "Clear Recent Files", None, "Forget the recently opened files",
                lambda w: (settings.clear_recent_files(), w.update_actions())),
     ActionSpec("quit", "&Quit", QKeySequence.StandardKey.Quit, "Close Slimscope", lambda w: w.close()),
@@ -63,10 +75,31 @@ def build_menus(window: MainWindow, actions: dict[str, QAction]) -> QMenu:
     file_menu.addAction(actions["open"])
     recent_menu = file_menu.addMenu("Open &Recent")
     file_menu.addSeparator()
+    file_menu.addAction(actions["export"])
+    file_menu.addSeparator()
     file_menu.addAction(actions["quit"])
+    edit_menu = window.menuBar().addMenu("&Edit")
+    edit_menu.addAction(actions["undo"])
+    edit_menu.addAction(actions["redo"])
+    recipe_menu = window.menuBar().addMenu("&Recipe")
+    recipe_menu.addAction(actions["save_recipe"])
+    recipe_menu.addAction(actions["load_recipe"])
     help_menu = window.menuBar().addMenu("&Help")
     help_menu.addAction(actions["about"])
     return recent_menu
+
+
+def update_actions(window: MainWindow) -> None:
+    """Enabled states from the Session and the undo stack."""
+    actions, session, stack = window.actions_by_key, window.session, window.undo_stack
+    actions["undo"].setEnabled(stack.canUndo())
+    actions["undo"].setText(f"&Undo {stack.undoText()}".rstrip())
+    actions["redo"].setEnabled(stack.canRedo())
+    actions["redo"].setText(f"&Redo {stack.redoText()}".rstrip())
+    actions["save_recipe"].setEnabled(session.recipe is not None)
+    actions["load_recipe"].setEnabled(session.recipe is not None)
+    actions["export"].setEnabled(session.result_is_current)
+    fill_recent_menu(window.recent_menu, window, actions["clear_recent"])
 
 
 def fill_recent_menu(menu: QMenu, window: MainWindow, clear_action: QAction) -> None:

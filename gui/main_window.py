@@ -5,18 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QUndoStack
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter
 
 from slimscope.core.inspection import ModelReport
 from slimscope.core.loading import MODEL_FILE_SUFFIXES
+from slimscope.core.recipe import Recipe
+from slimscope.core.session import Session
 from slimscope.core.tasks import Progress
 from slimscope.gui import actions, errors, settings
+from slimscope.gui.live_comparison import LiveComparison
+from slimscope.gui.panels.comparison_panel import ComparisonPanel
 from slimscope.gui.panels.heatmap_panel import HeatmapPanel
 from slimscope.gui.panels.histogram_panel import HistogramPanel
 from slimscope.gui.panels.job_progress import JobProgress
 from slimscope.gui.panels.layer_table import LayerTablePanel
+from slimscope.gui.panels.settings_panel import SettingsPanel
 from slimscope.gui.trust_prompt import ask_to_trust, can_run_code
+from slimscope.gui.undo import RecipeEdit
 from slimscope.gui.workers import ModelOpener
 
 MODEL_FILE_FILTER = "Models ({});;All files (*)".format(" ".join(f"*{s}" for s in MODEL_FILE_SUFFIXES))
@@ -29,20 +35,16 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.report: ModelReport | None = None  # the open model; kept when opening another one fails
         self.model_path: Path | None = None
+        self.session = Session()
+        self.undo_stack = QUndoStack(self)
+        self.live = LiveComparison(self.session, self)
 
         self.layer_table = LayerTablePanel()
         self.histogram = HistogramPanel()
         self.heatmap = HeatmapPanel()
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.histogram)
-        right.addWidget(self.heatmap)
-        splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(self.layer_table)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
-        splitter.setSizes([760, 520])  # the table needs room for its number columns
-        self.setCentralWidget(splitter)
+        self.settings_panel = SettingsPanel(self.session)
+        self.comparison = ComparisonPanel(self.session)
+        self.setCentralWidget(self._assemble())
 
         self.job_progress = JobProgress()
         self.statusBar().addPermanentWidget(self.job_progress)
@@ -53,12 +55,33 @@ class MainWindow(QMainWindow):
         self.opener.running_changed.connect(self.job_progress.set_running)
         self.job_progress.cancel_button.clicked.connect(self.cancel_job)
         self.layer_table.layer_selected.connect(self.show_layer)
+        self.layer_table.selection_changed.connect(self.settings_panel.set_selected_layers)
+        self.settings_panel.edit_requested.connect(self.push_recipe)
+        self.live.progressed.connect(self._on_comparison_progress)
+        self.live.failed.connect(lambda exc: errors.show_error(self, exc))
+        self.undo_stack.cleanChanged.connect(self.update_actions)
+        self.undo_stack.indexChanged.connect(self.update_actions)
+        self.session.result_changed.connect(self.update_actions)
+        self.session.recipe_changed.connect(self.update_actions)
 
         self.actions_by_key = actions.build_actions(self)
         self.addActions(list(self.actions_by_key.values()))
         self.recent_menu = actions.build_menus(self, self.actions_by_key)
         self.update_actions()
-        self.resize(1280, 760)
+        self.resize(1500, 800)
+
+    def _assemble(self) -> QSplitter:
+        plots = QSplitter(Qt.Orientation.Vertical)
+        plots.addWidget(self.histogram)
+        plots.addWidget(self.heatmap)
+        tuning = QSplitter(Qt.Orientation.Vertical)
+        tuning.addWidget(self.settings_panel)
+        tuning.addWidget(self.comparison)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        for widget in (self.layer_table, plots, tuning):
+            splitter.addWidget(widget)
+        splitter.setSizes([700, 420, 380])  # the table needs room for its number columns
+        return splitter
 
     # ------------------------------------------------------------------ commands
 
@@ -91,8 +114,13 @@ class MainWindow(QMainWindow):
         self.histogram.show_stats(name, stats)
         self.heatmap.show_stats(name, stats)
 
-    def update_actions(self) -> None:
-        actions.fill_recent_menu(self.recent_menu, self, self.actions_by_key["clear_recent"])
+    def push_recipe(self, recipe: Recipe, text: str, merge_key: str = "") -> None:
+        """An undoable recipe edit (it is applied at once)."""
+        if recipe != self.session.recipe:
+            self.undo_stack.push(RecipeEdit(self.session, recipe, text, merge_key))
+
+    def update_actions(self, *_args: object) -> None:
+        actions.update_actions(self)
 
     # ------------------------------------------------------------------ job results (main thread)
 
@@ -103,10 +131,18 @@ class MainWindow(QMainWindow):
     def _on_opened(self, path: Path, report: ModelReport) -> None:
         self.report, self.model_path = report, Path(path)
         self.setWindowTitle(f"{Path(path).name} — Slimscope")
+        self.undo_stack.clear()
+        self.session.set_model(report)
         self.layer_table.set_report(report)
         settings.add_recent_file(Path(path))
         self.update_actions()
         self.statusBar().showMessage(f"{Path(path).name}: {len(report.layers)} layers", 5000)
+
+    def _on_comparison_progress(self, progress: Progress) -> None:
+        if progress.partial is not None and hasattr(progress.partial, "samples"):
+            self.comparison.show_running(progress.partial)
+        else:
+            self.comparison.status.setText(progress.message)
 
     def _on_failed(self, exc: BaseException) -> None:
         self.statusBar().clearMessage()
@@ -126,4 +162,5 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.opener.cancel()
+        self.live.cancel()
         super().closeEvent(event)

@@ -84,9 +84,11 @@ class LayerTableModel(QAbstractTableModel):
 
 
 class LayerTablePanel(QWidget):
-    """Emits `layer_selected(name)` when the current row changes."""
+    """Emits `layer_selected(name)` when the current row changes, `selection_changed(names)` when the
+    selected rows change (Ctrl/Shift-click selects several)."""
 
     layer_selected = Signal(str)
+    selection_changed = Signal(list)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -101,12 +103,13 @@ class LayerTablePanel(QWidget):
         self.view = QTableView(sortingEnabled=True)
         self.view.setModel(self.proxy)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setWordWrap(False)
         self.view.verticalHeader().hide()
         self.view.verticalHeader().setDefaultSectionSize(self.view.fontMetrics().height() + 6)
         self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.view.selectionModel().currentRowChanged.connect(self._on_current_row)
+        self.view.selectionModel().selectionChanged.connect(self._on_selection)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.filter_edit)
@@ -122,9 +125,17 @@ class LayerTablePanel(QWidget):
         """Make the `row`-th visible row current (as a click would)."""
         self.view.selectRow(row)
 
+    def selected_names(self) -> list[str]:
+        """Selected layers in the model's order."""
+        rows = sorted(self.proxy.mapToSource(i).row() for i in self.view.selectionModel().selectedRows())
+        return [self.model.layer_name(row) for row in rows]
+
     def visible_names(self) -> list[str]:
         return [self.proxy.index(row, 0).data() for row in range(self.proxy.rowCount())]
 
     def _on_current_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if current.isValid():
             self.layer_selected.emit(self.model.layer_name(self.proxy.mapToSource(current).row()))
+
+    def _on_selection(self, *_args: object) -> None:
+        self.selection_changed.emit(self.selected_names())

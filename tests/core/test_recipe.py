@@ -356,3 +356,12 @@ def test_data_section_is_validated_and_kept():
         parse_recipe({"version": 1, "data": {"preprocess": {"layout": "CHW"}}})
     with pytest.raises(RecipeError, match="data.calibration_samples"):
         parse_recipe({"version": 1, "data": {"calibration_samples": 0}})
+
+
+def test_a_layer_spec_keeps_its_scope_over_global_defaults():
+    from slimscope.core.recipe import PruneSpec, parse_recipe
+
+    recipe = parse_recipe({"version": 1, "defaults": {"prune": {"sparsity": 0.5, "scope": "global"}}})
+    edited = recipe.with_layer("conv", prune=PruneSpec(sparsity=0.7, scope="layer"))
+    assert edited.settings_for("conv").prune == PruneSpec(sparsity=0.7, scope="layer")
+    assert parse_recipe(edited.to_dict()) == edited

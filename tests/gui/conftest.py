@@ -50,6 +50,7 @@ def window(qtbot, error_calls):
     # Tear the window down while Qt is alive: left to the final garbage collection, pyqtgraph's items
     # are freed after Qt and the interpreter aborts.
     win.opener.cancel()
+    win.live.cancel()
     qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
     win.close()
     win.deleteLater()

@@ -1,0 +1,111 @@
+"""`ComparisonPanel`: original vs optimized — accuracy or agreement, SQNR, sizes, non-zero weights — with
+the change, the report's warnings, and the running accuracy while an evaluation streams in."""
+
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+from slimscope.core.comparison import Comparison
+from slimscope.core.evaluate import RunningMetrics
+from slimscope.core.evaluate.report import EvalReport
+from slimscope.core.inspection_table import human_count
+from slimscope.core.session import Session
+
+ROWS = ("accuracy", "agreement", "sqnr_db", "size_bytes", "gzip_bytes", "nonzero_params")
+ROW_TITLES = {"accuracy": "top-1 accuracy", "agreement": "top-1 agreement", "sqnr_db": "output SQNR",
+              "size_bytes": "file size", "gzip_bytes": "gzip size", "nonzero_params": "non-zero weights"}  # fmt: skip
+COLUMNS = ("original", "optimized", "change")
+
+
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def decibels(value: float | None) -> str:
+    if value is None:
+        return ""
+    return "identical" if math.isinf(value) else f"{value:.1f} dB"
+
+
+def kilobytes(value: int) -> str:
+    return f"{value / 1000:.1f} kB"
+
+
+def ratio_change(original: float, optimized: float) -> str:
+    return f"{optimized / original - 1:+.1%}" if original else ""
+
+
+def report_cells(report: EvalReport) -> dict[str, tuple[str, str, str]]:
+    """The (original, optimized, change) texts of each row shown for `report`."""
+    cells: dict[str, tuple[str, str, str]] = {}
+    if report.accuracy is not None:
+        before, after = report.accuracy["original"], report.accuracy["optimized"]
+        cells["accuracy"] = (percent(before), percent(after), f"{100 * (after - before):+.1f} pts")
+    if report.agreement is not None:
+        cells["agreement"] = ("", percent(report.agreement), "")
+    if report.sqnr_db is not None:
+        cells["sqnr_db"] = ("", decibels(report.sqnr_db), "")
+    for key, show in (("size_bytes", kilobytes), ("gzip_bytes", kilobytes), ("nonzero_params", human_count)):
+        values = getattr(report, key)
+        before, after = values["original"], values["optimized"]
+        cells[key] = (show(before), show(after), ratio_change(before, after))
+    return cells
+
+
+class ComparisonPanel(QWidget):
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.status = QLabel("No comparison yet.")
+        self.table = QTableWidget(len(ROWS), len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.setVerticalHeaderLabels([ROW_TITLES[key] for key in ROWS])
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        for row in range(len(ROWS)):
+            for column in range(len(COLUMNS)):
+                item = QTableWidgetItem("")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, column, item)
+        self.warnings = QLabel(wordWrap=True)
+        self.warnings.setStyleSheet("color: #b35900")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.status)
+        layout.addWidget(self.table)
+        layout.addWidget(self.warnings)
+        session.result_changed.connect(self.show_result)
+        session.recipe_changed.connect(self._on_recipe)
+        self.show_result(session.result)
+
+    def cell(self, key: str, column: str) -> str:
+        return self.table.item(ROWS.index(key), COLUMNS.index(column)).text()
+
+    def show_result(self, result: Comparison | None) -> None:
+        cells = {} if result is None else report_cells(result.report)
+        for row, key in enumerate(ROWS):
+            for column, text in enumerate(cells.get(key, ("", "", ""))):
+                self.table.item(row, column).setText(text)
+        if result is None:
+            self.status.setText("No comparison yet.")
+            self.warnings.clear()
+            return
+        self.status.setText(f"Compared on {result.report.samples} samples (latency not timed here).")
+        self.warnings.setText("\n".join(f"⚠ {line}" for line in result.report.warnings))
+        self.warnings.setToolTip("\n".join(result.optimized.notes))  # what optimizing did, in words
+
+    def show_running(self, metrics: RunningMetrics) -> None:
+        """A partial evaluation: the running accuracy or agreement so far."""
+        row = ROWS.index("accuracy")
+        if metrics.accuracy is not None:
+            self.table.item(row, 0).setText(percent(metrics.accuracy["original"]))
+            self.table.item(row, 1).setText(percent(metrics.accuracy["optimized"]))
+        if metrics.agreement is not None:
+            self.table.item(ROWS.index("agreement"), 1).setText(percent(metrics.agreement))
+        self.status.setText(f"Evaluating… {metrics.samples}/{metrics.total} samples")
+
+    def _on_recipe(self, _recipe: object) -> None:
+        if self.session.result is not None and not self.session.result_is_current:
+            self.status.setText("The recipe changed: comparing again…")
