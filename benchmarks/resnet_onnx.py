@@ -61,6 +61,21 @@ class _GraphBuilder:
         return self.relu(self.add(y, shortcut))
 
 
+def build_resnet18(path: Path, size: int = 224, seed: int = 0) -> Path:
+    """ResNet-18's layer shapes (BasicBlocks 2-2-2-2, 64→512, 1000 classes), at a given input size."""
+    g = _GraphBuilder(seed, 0.0)
+    stem = g.conv("input", 3, 64, 7, 2)
+    g.nodes.append(
+        helper.make_node("MaxPool", [stem], ["pool"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+    )
+    x, cin = "pool", 64
+    for width, stride in ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)):
+        y = g.conv(g.conv(x, cin, width, 3, stride), width, width, 3, relu=False)
+        shortcut = g.conv(x, cin, width, 1, stride, relu=False) if (stride != 1 or cin != width) else x
+        x, cin = g.relu(g.add(y, shortcut)), width
+    return _finish(g, x, 512, path, size, "resnet18")
+
+
 def build_resnet50(path: Path, seed: int = 0, sparsity: float = 0.0) -> Path:
     """Write the model; `sparsity` zeroes that fraction of each conv weight (smallest magnitudes)."""
     g = _GraphBuilder(seed, sparsity)
@@ -73,9 +88,14 @@ def build_resnet50(path: Path, seed: int = 0, sparsity: float = 0.0) -> Path:
         for i in range(blocks):
             x = g.bottleneck(x, cin, width, stride if i == 0 else 1)
             cin = width * 4
+    return _finish(g, x, 2048, path, 224, "resnet50")
+
+
+def _finish(g: _GraphBuilder, x: str, features: int, path: Path, size: int, name: str) -> Path:
+    """Global pooling, a 1000-way classifier, and the model written to `path`."""
     g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
     g.nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
-    w = (g.rng.standard_normal((1000, 2048)) * 0.02).astype(np.float32)
+    w = (g.rng.standard_normal((1000, features)) * 0.02).astype(np.float32)
     g.inits += [
         numpy_helper.from_array(w, "fc.weight"),
         numpy_helper.from_array(np.zeros(1000, np.float32), "fc.bias"),
@@ -84,8 +104,8 @@ def build_resnet50(path: Path, seed: int = 0, sparsity: float = 0.0) -> Path:
         helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1)
     )
     graph = helper.make_graph(
-        g.nodes, "resnet50",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+        g.nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])],
         g.inits,
     )  # fmt: skip

@@ -1,0 +1,111 @@
+"""How responsive the window stays: the longest GUI-thread stall while opening and optimizing, and the
+time from an edit to the first and the final updated numbers.
+
+    QT_QPA_PLATFORM=offscreen python benchmarks/gui_responsiveness.py
+
+A 10 ms QTimer ticks on the GUI thread throughout; the longest gap between ticks is the longest stall.
+Models: the demo network, and a ResNet-18-sized one (11.7 M weights) at 64 px with 256 random images.
+Goals on a 2-core machine: stall <= 50 ms; demo edit -> final numbers <= 1 s; ResNet-18 first numbers <= 2 s.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from resnet_onnx import build_resnet18  # noqa: E402
+
+from slimscope.resources import DEMO_MODEL  # noqa: E402
+
+
+class Ticker:
+    """Records every tick of a 10 ms timer on the GUI thread."""
+
+    def __init__(self) -> None:
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def longest_gap_ms(self, since: float) -> float:
+        ticks = [t for t in self.ticks if t >= since]
+        return float(np.diff(ticks).max() * 1000) if len(ticks) > 1 else float("nan")
+
+
+def wait_until(app: QApplication, done, timeout_s: float = 300) -> float:
+    start = time.perf_counter()
+    while not done():
+        app.processEvents()
+        time.sleep(0.002)
+        if time.perf_counter() - start > timeout_s:
+            raise TimeoutError("the window did not finish in time")
+    return time.perf_counter() - start
+
+
+def measure(app: QApplication, window, ticker: Ticker, model: Path, data: Path | None) -> dict:
+    start = time.perf_counter()
+    window.open_model(model)
+    wait_until(app, lambda: window.session.loaded is not None and window.session.loaded.source == model)
+    opened = time.perf_counter() - start
+    if data is not None:
+        window.session.set_evaluation_data(data)
+        window.session.set_calibration_data(data)
+    wait_until(app, lambda: window.session.result_is_current)
+    stall_open = ticker.longest_gap_ms(start)
+    # The edit: 50 % unstructured on the defaults, through the settings panel like a user.
+    first: list[float] = []
+    window.live.progressed.connect(
+        lambda p: first.append(time.perf_counter()) if p.partial is not None else None
+    )
+    edit = time.perf_counter()
+    panel = window.settings_panel
+    panel.defaults_mode.setChecked(True)
+    panel.sparsity_spin.setValue(0.3 if panel.sparsity_spin.value() != 0.3 else 0.4)
+    wait_until(app, lambda: window.session.result_is_current)
+    final = time.perf_counter() - edit
+    return {
+        "open s": opened,
+        "stall while opening+comparing ms": stall_open,
+        "edit -> first numbers s": (first[0] - edit) if first else float("nan"),
+        "edit -> final numbers s": final,
+        "stall after edit ms": ticker.longest_gap_ms(edit),
+    }
+
+
+def main() -> int:
+    from slimscope.gui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv)
+    ticker = Ticker()
+    ticker.timer.start()
+    rows = {}
+    with tempfile.TemporaryDirectory() as folder:
+        big = build_resnet18(Path(folder) / "resnet18_sized.onnx", size=64)
+        data = Path(folder) / "images.npz"
+        np.savez(data, x=np.random.default_rng(0).standard_normal((256, 3, 64, 64)).astype(np.float32))
+        for name, model, model_data in (("demo", DEMO_MODEL, None), ("ResNet-18-sized", big, data)):
+            window = MainWindow()
+            window.show()
+            rows[name] = measure(app, window, ticker, model, model_data)
+            window.live.cancel()
+            window.opener.cancel()
+            window.close()
+    keys = list(next(iter(rows.values())))
+    print(f"{'model':<16} " + " ".join(f"{k:>32}" for k in keys))
+    for name, row in rows.items():
+        print(f"{name:<16} " + " ".join(f"{row[k]:>32.3f}" for k in keys))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
