@@ -46,6 +46,12 @@ ACTIONS = (
                lambda w: recipe_files.load_recipe_from(w)),
     ActionSpec("clear_recent", "Clear Recent Files", None, "Forget the recently opened files",
                lambda w: (settings.clear_recent_files(), w.update_actions())),
+    ActionSpec("netron", "Open &Graph in Netron", None,
+               "Show the open model's graph in Netron, in your web browser (served on this computer only)",
+               lambda w: w.show_in_netron(optimized=False)),
+    ActionSpec("netron_optimized", "Open &Optimized Model in Netron", None,
+               "Show the latest comparison's optimized model in Netron, in your web browser",
+               lambda w: w.show_in_netron(optimized=True)),
     ActionSpec("quit", "&Quit", QKeySequence.StandardKey.Quit, "Close Slimscope", lambda w: w.close()),
     ActionSpec("about", "&About Slimscope", None, "Versions of Slimscope and the libraries it uses",
                lambda w: show_about(w)),
@@ -70,7 +76,7 @@ def _trigger(callback: Callable[[MainWindow], object], window: MainWindow, _chec
 
 
 def build_menus(window: MainWindow, actions: dict[str, QAction]) -> QMenu:
-    """File and Help menus; returns the Open Recent submenu (refilled by `fill_recent_menu`)."""
+    """File, Edit, Recipe, View and Help menus; returns the Open Recent submenu (refilled by `fill_recent_menu`)."""
     file_menu = window.menuBar().addMenu("&File")
     file_menu.addAction(actions["open"])
     recent_menu = file_menu.addMenu("Open &Recent")
@@ -84,6 +90,9 @@ def build_menus(window: MainWindow, actions: dict[str, QAction]) -> QMenu:
     recipe_menu = window.menuBar().addMenu("&Recipe")
     recipe_menu.addAction(actions["save_recipe"])
     recipe_menu.addAction(actions["load_recipe"])
+    view_menu = window.menuBar().addMenu("&View")
+    view_menu.addAction(actions["netron"])
+    view_menu.addAction(actions["netron_optimized"])
     help_menu = window.menuBar().addMenu("&Help")
     help_menu.addAction(actions["about"])
     return recent_menu
@@ -99,6 +108,8 @@ def update_actions(window: MainWindow) -> None:
     actions["save_recipe"].setEnabled(session.recipe is not None)
     actions["load_recipe"].setEnabled(session.recipe is not None)
     actions["export"].setEnabled(session.result_is_current)
+    actions["netron"].setEnabled(session.loaded is not None)
+    actions["netron_optimized"].setEnabled(session.result_is_current)
     fill_recent_menu(window.recent_menu, window, actions["clear_recent"])
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QUndoStack
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QUndoStack
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter
 
 from slimscope.core.inspection import ModelReport
 from slimscope.core.loading import MODEL_FILE_SUFFIXES
+from slimscope.core.netron_view import NetronView
 from slimscope.core.recipe import Recipe
 from slimscope.core.session import Session
 from slimscope.core.tasks import Progress
@@ -38,6 +39,7 @@ class MainWindow(QMainWindow):
         self.session = Session()
         self.undo_stack = QUndoStack(self)
         self.live = LiveComparison(self.session, self)
+        self.netron = NetronView()  # at most one graph served; stopped when the model changes or on quit
 
         self.layer_table = LayerTablePanel()
         self.histogram = HistogramPanel()
@@ -63,6 +65,7 @@ class MainWindow(QMainWindow):
         self.undo_stack.indexChanged.connect(self.update_actions)
         self.session.result_changed.connect(self.update_actions)
         self.session.recipe_changed.connect(self.update_actions)
+        self.session.model_changed.connect(self.stop_netron)
 
         self.actions_by_key = actions.build_actions(self)
         self.addActions(list(self.actions_by_key.values()))
@@ -119,6 +122,28 @@ class MainWindow(QMainWindow):
         if recipe != self.session.recipe:
             self.undo_stack.push(RecipeEdit(self.session, recipe, text, merge_key))
 
+    def show_in_netron(self, *, optimized: bool) -> None:
+        """Serve the open model (as loaded: normalized, weights included) or the current optimized one, on
+        loopback from a private temporary folder, and open Netron's page in the web browser."""
+        loaded, result = self.session.loaded, self.session.result
+        if loaded is None or (optimized and not self.session.result_is_current):
+            return
+        stem = Path(loaded.source).stem
+        try:
+            if optimized:
+                assert result is not None
+                url = self.netron.show(result.optimized.model, f"{stem}.optimized.onnx")
+            else:
+                url = self.netron.show(loaded.model, f"{stem}.onnx")
+        except Exception as exc:  # noqa: BLE001 - a failed server or write goes to the error funnel
+            errors.show_error(self, exc)
+            return
+        QDesktopServices.openUrl(QUrl(url))
+        self.statusBar().showMessage(f"Netron is showing the graph at {url} (until the model changes)")
+
+    def stop_netron(self, *_args: object) -> None:
+        self.netron.stop()
+
     def update_actions(self, *_args: object) -> None:
         actions.update_actions(self)
 
@@ -163,4 +188,5 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.opener.cancel()
         self.live.cancel()
+        self.stop_netron()
         super().closeEvent(event)
