@@ -1,8 +1,8 @@
-"""Opening a model off the main thread: core's load and inspect generators in a superqt worker.
+"""Opening a model off the main thread: core's load and inspect generators run by a `TaskRunner`.
 
 Each request gets a generation number; a newer request (or Cancel) stops the older one and anything it
-still delivers is dropped. The worker's signals are re-emitted through this object's own signals, whose
-handlers run on the main thread (where the object lives) whichever thread emits them.
+still delivers is dropped (the runner's rules). This object only adds what opening needs: the path that
+was asked for travels with the result.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
-from superqt.utils import GeneratorWorker, create_worker
 
 from slimscope.core.inspection import ModelReport, iter_inspect
 from slimscope.core.loading import iter_load_model
-from slimscope.core.tasks import Progress, Task
+from slimscope.core.tasks import Task
+from slimscope.gui.task_runner import TaskRunner
 
 
 def load_and_inspect(path: Path, trust: bool) -> Task[ModelReport]:
@@ -30,71 +30,28 @@ class ModelOpener(QObject):
     opened = Signal(object, object)  # Path, ModelReport
     failed = Signal(object)  # the exception
     running_changed = Signal(bool)
-    # (generation, payload) relays from the worker thread, handled on the main thread.
-    _progress = Signal(int, object)
-    _returned = Signal(int, object)
-    _errored = Signal(int, object)
-    _finished = Signal(int, object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._generation = 0
-        self._worker: GeneratorWorker | None = None
+        self._runner = TaskRunner(self)
         self._paths: dict[int, Path] = {}
-        self._progress.connect(self._on_progress)
-        self._returned.connect(self._on_returned)
-        self._errored.connect(self._on_errored)
-        self._finished.connect(self._on_finished)
+        self._runner.progressed.connect(lambda _generation, progress: self.progressed.emit(progress))
+        self._runner.returned.connect(self._on_returned)
+        self._runner.failed.connect(lambda _generation, exc: self.failed.emit(exc))
+        self._runner.running_changed.connect(self.running_changed.emit)
 
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        return self._runner.running
 
     def open(self, path: Path, *, trust: bool = False) -> None:
-        self.cancel()
-        self._generation += 1
-        generation = self._generation
-        task = load_and_inspect(Path(path), trust)
-        worker = create_worker(_drive, task, _start_thread=False, _ignore_errors=True)
-        self._paths[generation] = Path(path)
-        worker.yielded.connect(lambda progress: self._progress.emit(generation, progress))
-        worker.returned.connect(lambda report: self._returned.emit(generation, report))
-        worker.errored.connect(lambda exc: self._errored.emit(generation, exc))
-        worker.finished.connect(lambda: self._finished.emit(generation, task))
-        self._worker = worker
-        self.running_changed.emit(True)
-        worker.start()
+        path = Path(path)
+        generation = self._runner.start(load_and_inspect(path, trust))
+        self._paths = {generation: path}  # only the newest request can still deliver
 
     def cancel(self) -> None:
         """Stop the running request (at its next yield); whatever it still sends is dropped."""
-        if self._worker is None:
-            return
-        self._worker.quit()
-        self._worker = None
-        self._generation += 1
-        self.running_changed.emit(False)
-
-    def _on_progress(self, generation: int, progress: Progress) -> None:
-        if generation == self._generation:
-            self.progressed.emit(progress)
+        self._runner.cancel()
 
     def _on_returned(self, generation: int, report: ModelReport) -> None:
-        if generation == self._generation:
-            self.opened.emit(self._paths[generation], report)
-
-    def _on_errored(self, generation: int, exc: Exception) -> None:
-        if generation == self._generation:
-            self.failed.emit(exc)
-
-    def _on_finished(self, generation: int, task: Task) -> None:
-        # The worker has left the generator: closing it runs the core task's cleanup (child processes,
-        # temporary folders) when it was cancelled midway; on a finished task it does nothing.
-        task.close()
-        self._paths.pop(generation, None)
-        if generation == self._generation:
-            self._worker = None
-            self.running_changed.emit(False)
-
-
-def _drive(task: Task[ModelReport]) -> Task[ModelReport]:
-    return (yield from task)
+        self.opened.emit(self._paths.pop(generation), report)
