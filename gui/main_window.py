@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         self.recent_menu = actions.build_menus(self, self.actions_by_key)
         self.update_actions()
         self.resize(1500, 800)
+        settings.restore_layout(self, self.splitters)  # the user's last geometry and splitter sizes
 
     def _assemble(self) -> QSplitter:
         plots = QSplitter(Qt.Orientation.Vertical)
@@ -84,6 +85,7 @@ class MainWindow(QMainWindow):
         for widget in (self.layer_table, plots, tuning):
             splitter.addWidget(widget)
         splitter.setSizes([700, 420, 380])  # the table needs room for its number columns
+        self.splitters = {"main": splitter, "plots": plots, "tuning": tuning}
         return splitter
 
     # ------------------------------------------------------------------ commands
@@ -186,6 +188,7 @@ class MainWindow(QMainWindow):
             self.open_model(files[0])
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        settings.save_layout(self, self.splitters)
         self.opener.cancel()
         self.live.cancel()
         self.stop_netron()

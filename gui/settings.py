@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QByteArray, QSettings
+from PySide6.QtWidgets import QSplitter, QWidget
 
 MAX_RECENT_FILES = 10
 _RECENT_FILES = "recent_files"
 _LAST_FOLDER = "last_folder"
+_WINDOW_GEOMETRY = "window/geometry"
+_SPLITTERS = "window/splitters"
 
 
 def recent_files() -> list[Path]:
@@ -35,3 +38,25 @@ def last_folder() -> str:
 
 def set_last_folder(folder: Path) -> None:
     QSettings().setValue(_LAST_FOLDER, str(folder))
+
+
+def save_layout(window: QWidget, splitters: dict[str, QSplitter]) -> None:
+    """Window geometry and every splitter's state, for the next start."""
+    store = QSettings()
+    store.setValue(_WINDOW_GEOMETRY, window.saveGeometry())
+    for name, splitter in splitters.items():
+        store.setValue(f"{_SPLITTERS}/{name}", splitter.saveState())
+
+
+def restore_layout(window: QWidget, splitters: dict[str, QSplitter]) -> bool:
+    """Put back what `save_layout` stored; False (and the built-in layout) when nothing was stored."""
+    store = QSettings()
+    geometry = store.value(_WINDOW_GEOMETRY)
+    if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+        window.restoreGeometry(geometry)
+    restored = False
+    for name, splitter in splitters.items():
+        state = store.value(f"{_SPLITTERS}/{name}")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            restored = splitter.restoreState(state) or restored
+    return restored

@@ -122,3 +122,22 @@ def test_about_lists_library_versions():
     assert versions["onnx"] == metadata.version("onnx")
     assert versions["onnxruntime"] == metadata.version("onnxruntime")
     assert versions["torch"] == metadata.version("torch")
+
+
+def test_window_geometry_and_splitters_persist(qtbot, error_calls):
+    from slimscope.gui.main_window import MainWindow
+
+    first = MainWindow()
+    qtbot.addWidget(first)
+    first.show()
+    first.resize(640, 480)  # inside the offscreen screen, which clamps larger windows
+    first.splitters["main"].setSizes([200, 250, 190])
+    wanted, size = first.splitters["main"].sizes(), (first.width(), first.height())
+    first.close()
+
+    second = MainWindow()
+    qtbot.addWidget(second)
+    second.show()
+    assert (second.width(), second.height()) == size
+    assert second.splitters["main"].sizes() == wanted
+    second.close()
