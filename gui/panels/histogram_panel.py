@@ -21,6 +21,7 @@ class HistogramPanel(QWidget):
         )
         self.plot.addItem(self.curve)
         self.log_counts = QCheckBox("log counts")
+        self.log_counts.setToolTip("Logarithmic counts: shows the sparse tails of the distribution")
         self.log_counts.toggled.connect(self._on_log_toggled)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -99,6 +99,7 @@ class LayerTablePanel(QWidget):
         self.proxy.setFilterKeyColumn(0)
         self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.filter_edit = QLineEdit(placeholderText="Filter layers by name…", clearButtonEnabled=True)
+        self.filter_edit.setToolTip("Show only layers whose name contains this text")
         self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
         self.view = QTableView(sortingEnabled=True)
         self.view.setModel(self.proxy)

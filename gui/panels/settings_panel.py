@@ -53,6 +53,7 @@ class SettingsPanel(QWidget):
         self.weight_bits.addItems([str(bits) for bits in WEIGHT_BITS])
         self.granularity = QComboBox()
         self.granularity.addItems(GRANULARITIES)
+        self._set_tooltips()
         self._lay_out()
         self.defaults_mode.toggled.connect(self.sync)
         self.prune_box.toggled.connect(lambda _on: self._edit_prune("Prune on/off"))
@@ -64,6 +65,21 @@ class SettingsPanel(QWidget):
         self.granularity.currentTextChanged.connect(lambda _t: self._edit_quant("Granularity"))
         session.recipe_changed.connect(self.sync)
         self.sync()
+
+    def _set_tooltips(self) -> None:
+        tips = {
+            self.defaults_mode: "Edit the settings every layer inherits, instead of the selected layers",
+            self.prune_box: "Zero or remove weights of the selected layers",
+            self.structure: "unstructured: single weights (smaller gzip, not faster); 2:4: 2 of every 4 weights "
+            "along the inputs; channel: whole output channels (smaller and faster)",
+            self.sparsity_slider: "Fraction of weights (or, for channel, of output channels) removed",
+            self.sparsity_spin: "Fraction of weights (or, for channel, of output channels) removed",
+            self.quant_box: "Store and run the selected layers in integers (onnxruntime QDQ)",
+            self.weight_bits: "8: int8 (fast); 4: int4 (smaller, slower on CPU); 2-7: simulated in int8; 16: int16",
+            self.granularity: "One scale per output channel (more accurate) or one for the whole weight",
+        }
+        for widget, tip in tips.items():
+            widget.setToolTip(tip)
 
     def _lay_out(self) -> None:
         sparsity = QHBoxLayout()
