@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from slimscope.core.errors import DatasetError, OptimizeError, RecipeError
-from slimscope.core.layers import Layer, find_layers
+from slimscope.core.errors import DatasetError, OptimizeError
+from slimscope.core.layers import find_layers
 from slimscope.core.model import LoadedModel
 from slimscope.core.prune.unstructured import prune_weights
 from slimscope.core.recipe import LayerSettings, PruneSpec, QuantSpec, Recipe
@@ -57,7 +57,7 @@ def iter_optimize(
 ) -> Task[OptimizeResult]:
     """Yield progress; return the optimized model. `calibration` holds model-ready input samples."""
     layers = find_layers(loaded.model, {})
-    _check_layer_names(recipe, layers)
+    recipe.check_layers([layer.name for layer in layers])
     settings = {layer.name: recipe.settings_for(layer.name) for layer in layers}
     result = OptimizeResult(loaded.model)
     channel = _specs(settings, lambda p: p.structure == "channel" and bool(p.sparsity))
@@ -78,15 +78,6 @@ def iter_optimize(
     _check_runs(result.model)
     yield Progress(1.0, "Optimized")
     return result
-
-
-def _check_layer_names(recipe: Recipe, layers: list[Layer]) -> None:
-    unknown = recipe.unknown_layers([layer.name for layer in layers])
-    if unknown:
-        shown = ", ".join(repr(n) for n in unknown[:3]) + (
-            f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-        )
-        raise RecipeError(f"The recipe names layers this model does not have: {shown}.", layer=unknown[0])
 
 
 def _prunes(spec: PruneSpec) -> bool:

@@ -145,6 +145,14 @@ class Recipe:
         known = set(layer_names)
         return [name for name, _ in self.layers if name not in known]
 
+    def check_layers(self, layer_names: Sequence[str]) -> None:
+        """Raise RecipeError naming the overridden layers the model does not have."""
+        unknown = self.unknown_layers(layer_names)
+        if unknown:
+            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+            shown = ", ".join(repr(n) for n in unknown[:3]) + more
+            raise RecipeError(f"The recipe names layers this model does not have: {shown}.", layer=unknown[0])
+
     def with_layer(
         self,
         name: str,

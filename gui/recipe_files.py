@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QFileDialog
 
-from slimscope.core.errors import RecipeError
 from slimscope.core.export import export_model, refuse_protected, write_json
 from slimscope.core.recipe import load_recipe, save_recipe
 from slimscope.gui import errors, settings
@@ -54,9 +53,7 @@ def load_recipe_from(window: MainWindow, path: Path | None = None) -> None:
         path = Path(chosen)
     try:
         recipe = load_recipe(path)
-        unknown = recipe.unknown_layers(session.layer_names)
-        if unknown:
-            raise RecipeError(f"The recipe names layers this model does not have: {', '.join(unknown[:3])}.")
+        recipe.check_layers(session.layer_names)
     except Exception as exc:  # noqa: BLE001
         errors.show_error(window, exc)
         return
