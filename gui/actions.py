@@ -75,26 +75,30 @@ def _trigger(callback: Callable[[MainWindow], object], window: MainWindow, _chec
     callback(window)
 
 
+# The menus as data: action keys in order; None is a separator, RECENT the Open Recent submenu.
+RECENT = "recent"
+MENUS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    ("&File", ("open", RECENT, None, "export", None, "quit")),
+    ("&Edit", ("undo", "redo")),
+    ("&Recipe", ("save_recipe", "load_recipe")),
+    ("&View", ("netron", "netron_optimized")),
+    ("&Help", ("about",)),
+)
+
+
 def build_menus(window: MainWindow, actions: dict[str, QAction]) -> QMenu:
-    """File, Edit, Recipe, View and Help menus; returns the Open Recent submenu (refilled by `fill_recent_menu`)."""
-    file_menu = window.menuBar().addMenu("&File")
-    file_menu.addAction(actions["open"])
-    recent_menu = file_menu.addMenu("Open &Recent")
-    file_menu.addSeparator()
-    file_menu.addAction(actions["export"])
-    file_menu.addSeparator()
-    file_menu.addAction(actions["quit"])
-    edit_menu = window.menuBar().addMenu("&Edit")
-    edit_menu.addAction(actions["undo"])
-    edit_menu.addAction(actions["redo"])
-    recipe_menu = window.menuBar().addMenu("&Recipe")
-    recipe_menu.addAction(actions["save_recipe"])
-    recipe_menu.addAction(actions["load_recipe"])
-    view_menu = window.menuBar().addMenu("&View")
-    view_menu.addAction(actions["netron"])
-    view_menu.addAction(actions["netron_optimized"])
-    help_menu = window.menuBar().addMenu("&Help")
-    help_menu.addAction(actions["about"])
+    """The menus of `MENUS`; returns the Open Recent submenu (refilled by `fill_recent_menu`)."""
+    recent_menu = None
+    for title, entries in MENUS:
+        menu = window.menuBar().addMenu(title)
+        for key in entries:
+            if key is None:
+                menu.addSeparator()
+            elif key == RECENT:
+                recent_menu = menu.addMenu("Open &Recent")
+            else:
+                menu.addAction(actions[key])
+    assert recent_menu is not None
     return recent_menu
 
 
