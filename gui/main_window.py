@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QUndoStack
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QTabWidget
 
 from slimscope.core.inspection import ModelReport
 from slimscope.core.loading import MODEL_FILE_SUFFIXES
@@ -78,11 +78,15 @@ class MainWindow(QMainWindow):
         plots = QSplitter(Qt.Orientation.Vertical)
         plots.addWidget(self.histogram)
         plots.addWidget(self.heatmap)
+        # The middle column: one tab per view (the selected layer's weights, whole-model charts, history).
+        self.views = QTabWidget(documentMode=True)
+        self.views.addTab(plots, "Weights")
+        self.views.setTabToolTip(0, "The selected layer's weight histogram and sparsity heatmap")
         tuning = QSplitter(Qt.Orientation.Vertical)
         tuning.addWidget(self.settings_panel)
         tuning.addWidget(self.comparison)
         splitter = QSplitter(Qt.Orientation.Horizontal)
-        for widget in (self.layer_table, plots, tuning):
+        for widget in (self.layer_table, self.views, tuning):
             splitter.addWidget(widget)
         splitter.setSizes([700, 420, 380])  # the table needs room for its number columns
         self.splitters = {"main": splitter, "plots": plots, "tuning": tuning}
