@@ -19,6 +19,7 @@ from slimscope.gui.live_comparison import LiveComparison
 from slimscope.gui.panels.comparison_panel import ComparisonPanel
 from slimscope.gui.panels.heatmap_panel import HeatmapPanel
 from slimscope.gui.panels.histogram_panel import HistogramPanel
+from slimscope.gui.panels.history_panel import HistoryPanel
 from slimscope.gui.panels.job_progress import JobProgress
 from slimscope.gui.panels.layer_table import LayerTablePanel
 from slimscope.gui.panels.settings_panel import SettingsPanel
@@ -82,6 +83,11 @@ class MainWindow(QMainWindow):
         self.views = QTabWidget(documentMode=True)
         self.views.addTab(plots, "Weights")
         self.views.setTabToolTip(0, "The selected layer's weight histogram and sparsity heatmap")
+        self.history = HistoryPanel(self.session)
+        tip = "Every recipe evaluated, quality vs latency and size; click a point to go back to its recipe"
+        self.views.setTabToolTip(self.views.addTab(self.history, "History"), tip)
+        go_back = "Go back to a recipe from the history"
+        self.history.recipe_requested.connect(lambda recipe: self.push_recipe(recipe, go_back))
         tuning = QSplitter(Qt.Orientation.Vertical)
         tuning.addWidget(self.settings_panel)
         tuning.addWidget(self.comparison)
