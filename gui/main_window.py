@@ -21,7 +21,9 @@ from slimscope.gui.panels.heatmap_panel import HeatmapPanel
 from slimscope.gui.panels.histogram_panel import HistogramPanel
 from slimscope.gui.panels.history_panel import HistoryPanel
 from slimscope.gui.panels.job_progress import JobProgress
+from slimscope.gui.panels.layer_error_panel import LayerErrorPanel
 from slimscope.gui.panels.layer_table import LayerTablePanel
+from slimscope.gui.panels.overview_panel import OverviewPanel
 from slimscope.gui.panels.settings_panel import SettingsPanel
 from slimscope.gui.trust_prompt import ask_to_trust, can_run_code
 from slimscope.gui.undo import RecipeEdit
@@ -83,6 +85,13 @@ class MainWindow(QMainWindow):
         self.views = QTabWidget(documentMode=True)
         self.views.addTab(plots, "Weights")
         self.views.setTabToolTip(0, "The selected layer's weight histogram and sparsity heatmap")
+        self.overview, self.layer_errors = OverviewPanel(self.session), LayerErrorPanel(self.session)
+        tip = "Parameters, MACs or weight bytes of every layer; click a bar to select its layer"
+        self.views.setTabToolTip(self.views.addTab(self.overview, "Model"), tip)
+        tip = "Per-layer SQNR of the latest comparison, worst first; click a bar to select its layer"
+        self.views.setTabToolTip(self.views.addTab(self.layer_errors, "Layer error"), tip)
+        for chart in (self.overview, self.layer_errors):
+            chart.layer_clicked.connect(self.layer_table.select_layer)
         self.history = HistoryPanel(self.session)
         tip = "Every recipe evaluated, quality vs latency and size; click a point to go back to its recipe"
         self.views.setTabToolTip(self.views.addTab(self.history, "History"), tip)

@@ -126,6 +126,19 @@ class LayerTablePanel(QWidget):
         """Make the `row`-th visible row current (as a click would)."""
         self.view.selectRow(row)
 
+    def select_layer(self, name: str) -> None:
+        """Make the layer `name` current and scroll to it, clearing a filter that hides it."""
+        found = self.model.match(
+            self.model.index(0, 0), Qt.ItemDataRole.DisplayRole, name, 1, Qt.MatchFlag.MatchExactly
+        )
+        if not found:
+            return
+        if not self.proxy.mapFromSource(found[0]).isValid():
+            self.filter_edit.clear()
+        row = self.proxy.mapFromSource(found[0]).row()
+        self.select_row(row)
+        self.view.scrollTo(self.proxy.index(row, 0))
+
     def selected_names(self) -> list[str]:
         """Selected layers in the model's order."""
         rows = sorted(self.proxy.mapToSource(i).row() for i in self.view.selectionModel().selectedRows())
