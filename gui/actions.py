@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QMessageBox
 
-from slimscope.gui import recipe_files, settings
+from slimscope.gui import data_dialog, recipe_files, settings
 
 if TYPE_CHECKING:
     from slimscope.gui.main_window import MainWindow
@@ -44,6 +44,9 @@ ACTIONS = (
                lambda w: recipe_files.save_recipe_as(w)),
     ActionSpec("load_recipe", "&Load Recipe…", None, "Replace the recipe by one read from a JSON file",
                lambda w: recipe_files.load_recipe_from(w)),
+    ActionSpec("choose_data", "Choose &Evaluation Data…", "Ctrl+D",
+               "Choose the evaluation and calibration data (.npz or a folder of images) and their preprocessing",
+               lambda w: data_dialog.choose_data(w)),
     ActionSpec("clear_recent", "Clear Recent Files", None, "Forget the recently opened files",
                lambda w: (settings.clear_recent_files(), w.update_actions())),
     ActionSpec("netron", "Open &Graph in Netron", None,
@@ -81,6 +84,7 @@ MENUS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     ("&File", ("open", RECENT, None, "export", None, "quit")),
     ("&Edit", ("undo", "redo")),
     ("&Recipe", ("save_recipe", "load_recipe")),
+    ("&Data", ("choose_data",)),
     ("&View", ("netron", "netron_optimized")),
     ("&Help", ("about",)),
 )
@@ -113,6 +117,7 @@ def update_actions(window: MainWindow) -> None:
     actions["load_recipe"].setEnabled(session.recipe is not None)
     actions["export"].setEnabled(session.result_is_current)
     actions["netron"].setEnabled(session.loaded is not None)
+    actions["choose_data"].setEnabled(session.loaded is not None)
     actions["netron_optimized"].setEnabled(session.result_is_current)
     fill_recent_menu(window.recent_menu, window, actions["clear_recent"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl
@@ -14,7 +15,7 @@ from slimscope.core.netron_view import NetronView
 from slimscope.core.recipe import Recipe
 from slimscope.core.session import Session
 from slimscope.core.tasks import Progress
-from slimscope.gui import actions, errors, settings
+from slimscope.gui import actions, errors, input_shape_prompt, settings
 from slimscope.gui.live_comparison import LiveComparison
 from slimscope.gui.panels.comparison_panel import ComparisonPanel
 from slimscope.gui.panels.heatmap_panel import HeatmapPanel
@@ -57,6 +58,7 @@ class MainWindow(QMainWindow):
         self.opener.progressed.connect(self._on_progress)
         self.opener.opened.connect(self._on_opened)
         self.opener.failed.connect(self._on_failed)
+        self.opener.shape_needed.connect(partial(input_shape_prompt.retry_with_input_shape, self))
         self.opener.running_changed.connect(self.job_progress.set_running)
         self.job_progress.cancel_button.clicked.connect(self.cancel_job)
         self.layer_table.layer_selected.connect(self.show_layer)
@@ -115,15 +117,18 @@ class MainWindow(QMainWindow):
             settings.set_last_folder(Path(path).parent)
             self.open_model(Path(path))
 
-    def open_model(self, path: Path, *, trust: bool = False) -> None:
-        """Open `path` in the background; files that can run code are opened only if the user trusts them."""
+    def open_model(
+        self, path: Path, *, trust: bool = False, input_shapes: list[tuple[int, ...]] | None = None
+    ) -> None:
+        """Open `path` in the background; files that can run code are opened only if the user trusts them.
+        A file without a known input shape makes the opener ask for one (`input_shape_prompt`)."""
         path = Path(path)
         if not trust and can_run_code(path):
             trust = ask_to_trust(self, path)
             if not trust:
                 return
         self.statusBar().showMessage(f"Opening {path.name}…")
-        self.opener.open(path, trust=trust)
+        self.opener.open(path, trust=trust, input_shapes=input_shapes)
 
     def cancel_job(self) -> None:
         self.opener.cancel()

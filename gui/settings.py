@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QSplitter, QWidget
 MAX_RECENT_FILES = 10
 _RECENT_FILES = "recent_files"
 _LAST_FOLDER = "last_folder"
+_LAST_DATA_FOLDER = "last_data_folder"
 _WINDOW_GEOMETRY = "window/geometry"
 _SPLITTERS = "window/splitters"
 
@@ -38,6 +39,15 @@ def last_folder() -> str:
 
 def set_last_folder(folder: Path) -> None:
     QSettings().setValue(_LAST_FOLDER, str(folder))
+
+
+def last_data_folder() -> str:
+    """Where the data dialog's file choosers start: data often lives apart from the models."""
+    return str(QSettings().value(_LAST_DATA_FOLDER, last_folder()))
+
+
+def set_last_data_folder(folder: Path) -> None:
+    QSettings().setValue(_LAST_DATA_FOLDER, str(folder))
 
 
 def save_layout(window: QWidget, splitters: dict[str, QSplitter]) -> None:
