@@ -97,7 +97,7 @@ def main() -> int:
             window = MainWindow()
             window.show()
             rows[name] = measure(app, window, ticker, model, model_data)
-            window.live.cancel()
+            window.live.shutdown()
             window.opener.cancel()
             window.close()
     keys = list(next(iter(rows.values())))

@@ -1,7 +1,9 @@
 """`iter_compare`: optimize a model with a recipe, then evaluate it against the original (one task).
 
-This is what the window's live comparison runs after every recipe edit: quick by design (no latency
-timing, no per-layer errors, a capped number of samples), so that it can be redone on each edit.
+This is what the window's live comparison runs after every recipe edit: quick by design (a capped number
+of samples, latency at one thread within a short budget, per-layer errors on a few samples), so that it
+can be redone on each edit. The headline numbers arrive first, as a partial `Comparison`; latency and
+per-layer errors follow in the returned one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from pathlib import Path
 
 from slimscope.core.data import PreprocessSpec, fit_to_model, iter_load_dataset
 from slimscope.core.errors import DatasetError
-from slimscope.core.evaluate import iter_evaluate
+from slimscope.core.evaluate import iter_evaluate, layer_tensors
+from slimscope.core.evaluate.footprint import Footprint
 from slimscope.core.evaluate.report import EvalReport
 from slimscope.core.model import LoadedModel
 from slimscope.core.optimize import OptimizeCache, OptimizeResult, iter_optimize
@@ -19,6 +22,8 @@ from slimscope.core.recipe import Recipe
 from slimscope.core.tasks import Progress, Task
 
 COMPARISON_SAMPLES = 300  # evaluation samples a live comparison uses: enough to see a drop, quick to run
+LIVE_LATENCY_BUDGET_S = 0.6  # one thread count, per edit: a stable median for small models, bounded for big
+LIVE_LAYER_SAMPLES = 32  # per-layer SQNR: enough to rank the layers
 
 
 @dataclass(frozen=True)
@@ -38,16 +43,31 @@ def iter_compare(
     *,
     cache: OptimizeCache | None = None,
     max_samples: int | None = COMPARISON_SAMPLES,
+    details: bool = True,
+    original_footprint: Footprint | None = None,
 ) -> Task[Comparison]:
     """Optimize `loaded` with `recipe` (calibrating on `calibration`, else on `evaluation`), then compare
-    the result with the original on at most `max_samples` samples of `evaluation`."""
+    the result with the original on at most `max_samples` samples of `evaluation`.
+
+    With `details`, the headline comparison is yielded as a partial result, then latency (one thread) and
+    per-layer errors are measured and the returned comparison holds them too."""
     spec = PreprocessSpec.from_dict(recipe.data.get("preprocess"))
     calib = yield from _read(calibration or evaluation, spec, loaded, None)
     result = yield from _scaled(iter_optimize(loaded, recipe, calib.x, cache=cache), 0.0, 0.6)
     data = yield from _read(evaluation, spec, loaded, max_samples)
-    report = yield from _scaled(
-        iter_evaluate(loaded.model, result.model, data, latency=False, per_layer=None), 0.6, 1.0
+    task = iter_evaluate(
+        loaded.model,
+        result.model,
+        data,
+        latency=details,
+        per_layer=layer_tensors(loaded.model) if details else None,
+        latency_threads=(1,),
+        latency_budget_s=LIVE_LATENCY_BUDGET_S,
+        per_layer_samples=LIVE_LAYER_SAMPLES,
+        preliminary=True,
+        known_footprints=None if original_footprint is None else {"original": original_footprint},
     )
+    report = yield from _scaled(task, 0.6, 1.0, lambda early: Comparison(recipe, result, early))
     return Comparison(recipe, result, report)
 
 
@@ -58,13 +78,17 @@ def _read(path: Path, spec: PreprocessSpec, loaded: LoadedModel, limit: int | No
     return fit_to_model(dataset, loaded.model)
 
 
-def _scaled(task: Task, start: float, end: float):
-    """Re-yield `task`'s progress mapped into [start, end], keeping its partial results."""
+def _scaled(task: Task, start: float, end: float, wrap_report=None):
+    """Re-yield `task`'s progress mapped into [start, end], keeping its partial results (a partial
+    `EvalReport` passed through `wrap_report`)."""
     try:
         while True:
             progress = next(task)
             fraction = None if progress.fraction is None else start + (end - start) * progress.fraction
-            yield Progress(fraction, progress.message, progress.partial)
+            partial = progress.partial
+            if wrap_report is not None and isinstance(partial, EvalReport):
+                partial = wrap_report(partial)
+            yield Progress(fraction, progress.message, partial)
     except StopIteration as stop:
         return stop.value
     finally:

@@ -13,7 +13,6 @@ from psygnal import Signal
 from slimscope.core.comparison import Comparison
 from slimscope.core.inspection import ModelReport
 from slimscope.core.model import LoadedModel
-from slimscope.core.optimize import OptimizeCache
 from slimscope.core.recipe import Recipe, template_recipe
 from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL
 
@@ -30,7 +29,6 @@ class Session:
         self.evaluation_data: Path | None = None
         self.calibration_data: Path | None = None  # None: calibrate on the evaluation data
         self.result: Comparison | None = None
-        self.cache = OptimizeCache()  # calibration ranges of the open model, reused across edits
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -48,7 +46,6 @@ class Session:
     def set_model(self, report: ModelReport | None) -> None:
         """Open a model: a fresh template recipe, the demo's data for the demo model, no result yet."""
         self.report = report
-        self.cache = OptimizeCache()
         self.recipe = None if report is None else template_recipe(self.layer_names)
         demo = report is not None and _same_file(report.loaded.source, DEMO_MODEL)
         self.evaluation_data = DEMO_DATA if demo else None
@@ -74,7 +71,6 @@ class Session:
     def set_calibration_data(self, path: Path | None) -> None:
         if path != self.calibration_data:
             self.calibration_data = path
-            self.cache = OptimizeCache()  # the cached ranges came from the other data
             self.data_changed.emit()
 
     def set_result(self, result: Comparison | None) -> None:

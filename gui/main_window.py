@@ -9,11 +9,13 @@ from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QUndoStack
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QTabWidget
 
+from slimscope.core.evaluate import RunningMetrics
 from slimscope.core.inspection import ModelReport
 from slimscope.core.loading import MODEL_FILE_SUFFIXES
 from slimscope.core.netron_view import NetronView
 from slimscope.core.recipe import Recipe
 from slimscope.core.session import Session
+from slimscope.core.task_process import TaskProcess
 from slimscope.core.tasks import Progress
 from slimscope.gui import actions, errors, input_shape_prompt, settings
 from slimscope.gui.live_comparison import LiveComparison
@@ -42,7 +44,10 @@ class MainWindow(QMainWindow):
         self.model_path: Path | None = None
         self.session = Session()
         self.undo_stack = QUndoStack(self)
-        self.live = LiveComparison(self.session, self)
+        # One child process does the heavy work (opening, optimizing, evaluating): the window's interpreter
+        # is never held by it, a native crash there is an error message, and the child keeps the model.
+        self.worker_process = TaskProcess("slimscope-worker")
+        self.live = LiveComparison(self.session, self.worker_process, self)
         self.netron = NetronView()  # at most one graph served; stopped when the model changes or on quit
 
         self.layer_table = LayerTablePanel()
@@ -54,12 +59,13 @@ class MainWindow(QMainWindow):
 
         self.job_progress = JobProgress()
         self.statusBar().addPermanentWidget(self.job_progress)
-        self.opener = ModelOpener(self)
+        self.opener = ModelOpener(self.worker_process, self)
         self.opener.progressed.connect(self._on_progress)
         self.opener.opened.connect(self._on_opened)
         self.opener.failed.connect(self._on_failed)
         self.opener.shape_needed.connect(partial(input_shape_prompt.retry_with_input_shape, self))
         self.opener.running_changed.connect(self.job_progress.set_running)
+        self.opener.running_changed.connect(self._on_opening)
         self.job_progress.cancel_button.clicked.connect(self.cancel_job)
         self.layer_table.layer_selected.connect(self.show_layer)
         self.layer_table.selection_changed.connect(self.settings_panel.set_selected_layers)
@@ -189,8 +195,15 @@ class MainWindow(QMainWindow):
         self.update_actions()
         self.statusBar().showMessage(f"{Path(path).name}: {len(report.layers)} layers", 5000)
 
+    def _on_opening(self, running: bool) -> None:
+        """Comparisons wait while a model is being opened in the shared process."""
+        if running:
+            self.live.pause()
+        else:
+            self.live.resume()
+
     def _on_comparison_progress(self, progress: Progress) -> None:
-        if progress.partial is not None and hasattr(progress.partial, "samples"):
+        if isinstance(progress.partial, RunningMetrics):
             self.comparison.show_running(progress.partial)
         else:
             self.comparison.status.setText(progress.message)
@@ -214,6 +227,6 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         settings.save_layout(self, self.splitters)
         self.opener.cancel()
-        self.live.cancel()
+        self.live.shutdown()
         self.stop_netron()
         super().closeEvent(event)

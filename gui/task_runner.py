@@ -10,6 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 from superqt.utils import GeneratorWorker, create_worker
 
+from slimscope.core.errors import CancelledError
 from slimscope.core.tasks import Progress, Task
 
 
@@ -70,6 +71,8 @@ class TaskRunner(QObject):
             self.returned.emit(generation, result)
 
     def _on_errored(self, generation: int, exc: Exception) -> None:
+        if isinstance(exc, CancelledError):  # stopped on purpose (e.g. a newer job took its process)
+            return
         if generation == self.generation:
             self.failed.emit(generation, exc)
 

@@ -1,4 +1,5 @@
-"""Opening a model off the main thread: core's load and inspect generators run by a `TaskRunner`.
+"""Opening a model off the main thread: core's load and inspect run in the worker process (`TaskProcess`,
+which then keeps the model for the live comparison), relayed by a `TaskRunner`.
 
 Each request gets a generation number; a newer request (or Cancel) stops the older one and anything it
 still delivers is dropped (the runner's rules). This object only adds what opening needs: the path that
@@ -13,18 +14,11 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from slimscope.core.errors import InputShapeError
-from slimscope.core.inspection import ModelReport, iter_inspect
-from slimscope.core.loading import iter_load_model
-from slimscope.core.tasks import Task
+from slimscope.core.inspection import ModelReport
+from slimscope.core.task_process import TaskProcess
 from slimscope.gui.task_runner import TaskRunner
 
 Shapes = list[tuple[int, ...]]
-
-
-def load_and_inspect(path: Path, trust: bool, input_shapes: Shapes | None = None) -> Task[ModelReport]:
-    """Core's two generators chained: open the file, then measure every layer."""
-    loaded = yield from iter_load_model(path, trust=trust, input_shapes=input_shapes)
-    return (yield from iter_inspect(loaded))
 
 
 class ModelOpener(QObject):
@@ -37,8 +31,9 @@ class ModelOpener(QObject):
     shape_needed = Signal(object, bool, object, object)
     running_changed = Signal(bool)
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, process: TaskProcess, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self.process = process
         self._runner = TaskRunner(self)
         self._requests: dict[int, tuple[Path, bool, Shapes | None]] = {}
         self._runner.progressed.connect(lambda _generation, progress: self.progressed.emit(progress))
@@ -52,7 +47,7 @@ class ModelOpener(QObject):
 
     def open(self, path: Path, *, trust: bool = False, input_shapes: Shapes | None = None) -> None:
         path = Path(path)
-        generation = self._runner.start(load_and_inspect(path, trust, input_shapes))
+        generation = self._runner.start(self.process.run("open", path, trust, input_shapes))
         self._requests = {generation: (path, trust, input_shapes)}  # only the newest can still deliver
 
     def cancel(self) -> None:

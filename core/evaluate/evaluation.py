@@ -48,26 +48,45 @@ def iter_evaluate(
     per_layer: list[tuple[str, str]] | None = None,
     macs: Mapping[str, int | None] | None = None,
     max_samples: int | None = None,
+    latency_threads: tuple[int, ...] | None = None,
+    latency_budget_s: float = LATENCY_BUDGET_S,
+    per_layer_samples: int = PER_LAYER_SAMPLES,
+    preliminary: bool = False,
+    known_footprints: Mapping[str, Footprint] | None = None,
 ) -> Generator[Progress, None, EvalReport]:
-    """Compare `optimized` with `original` on `data`; per_layer: (layer name, tensor name) pairs."""
+    """Compare `optimized` with `original` on `data`; per_layer: (layer name, tensor name) pairs.
+
+    `latency_threads` None times at 1 thread and at all cores. With `preliminary`, a report without latency
+    and per-layer errors is yielded as a partial result as soon as outputs and sizes are known, so that a
+    window can show the headline numbers while the slower measurements go on.
+    """
     data = fit_to_model(data.head(max_samples), original)
     if len(data) == 0:
         raise DatasetError(f"The data from '{data.source}' holds no samples.")
     fit_to_model(data, optimized)
     phases = _spans(
-        ["outputs", *(["layers"] if per_layer else []), *(["latency"] if latency else []), "size"]
+        ["outputs", "size", *(["layers"] if per_layer else []), *(["latency"] if latency else [])]
     )
     comparison = yield from _scaled(_iter_compare_outputs(original, optimized, data), phases["outputs"])
+    yield Progress(phases["size"][0], "Measuring model sizes")
+    known = dict(known_footprints or {})
+    footprints = {
+        role: known[role] if role in known else measure_footprint(model)
+        for role, model in (("original", original), ("optimized", optimized))
+    }
+    labelled = data.y is not None
+    if preliminary and (per_layer or latency):
+        early = _report(comparison, labelled, None, footprints, (), macs, original)
+        yield Progress(phases["size"][1], "Measuring per-layer errors and latency", early)
     layers: tuple[LayerError, ...] = ()
     if per_layer:
-        task = iter_layer_errors(original, optimized, data, per_layer, max_samples=PER_LAYER_SAMPLES)
-        layers = tuple((yield from _scaled(task, phases["layers"])))
+        errors = iter_layer_errors(original, optimized, data, per_layer, max_samples=per_layer_samples)
+        layers = tuple((yield from _scaled(errors, phases["layers"])))
     timings = None
     if latency:
-        timings = yield from _scaled(_iter_latency(original, optimized, data), phases["latency"])
-    yield Progress(phases["size"][0], "Measuring model sizes")
-    footprints = {"original": measure_footprint(original), "optimized": measure_footprint(optimized)}
-    return _report(comparison, data.y is not None, timings, footprints, layers, macs, original)
+        timing = _iter_latency(original, optimized, data, latency_threads, latency_budget_s)
+        timings = yield from _scaled(timing, phases["latency"])
+    return _report(comparison, labelled, timings, footprints, layers, macs, original)
 
 
 def _report(
@@ -131,18 +150,22 @@ def _iter_compare_outputs(
 
 
 def _iter_latency(
-    original: onnx.ModelProto, optimized: onnx.ModelProto, data: Dataset
+    original: onnx.ModelProto,
+    optimized: onnx.ModelProto,
+    data: Dataset,
+    threads: tuple[int, ...] | None,
+    budget_s: float,
 ) -> Task[tuple[LatencyComparison, ...]]:
-    """Timings at 1 thread and, when there are more cores, at all of them."""
-    counts = sorted({1, available_threads()})
+    """Timings at each thread count (default: 1 thread and, when there are more cores, all of them)."""
+    counts = sorted(set(threads) if threads else {1, available_threads()})
     rows = []
     models = {"original": original, "optimized": optimized}
-    for position, threads in enumerate(counts):
+    for position, count in enumerate(counts):
         task = iter_measure_latency(
-            models, threads, LATENCY_RUNS, LATENCY_WARMUP, sample=data.x, budget_s=LATENCY_BUDGET_S
+            models, count, LATENCY_RUNS, LATENCY_WARMUP, sample=data.x, budget_s=budget_s
         )
         stats = yield from _scaled(task, (position / len(counts), (position + 1) / len(counts)))
-        rows.append(LatencyComparison(threads, stats["original"], stats["optimized"]))
+        rows.append(LatencyComparison(count, stats["original"], stats["optimized"]))
     return tuple(rows)
 
 

@@ -44,7 +44,8 @@ def window(qtbot, error_calls):
     from slimscope.gui.main_window import MainWindow
 
     win = MainWindow()
-    qtbot.addWidget(win)
+    # pytest-qt closes its widgets before fixtures tear down: stop the jobs first in either order.
+    qtbot.addWidget(win, before_close_func=lambda w: (w.opener.cancel(), w.live.cancel()))
     win.show()
     yield win
     # Tear the window down while Qt is alive: left to the final garbage collection, pyqtgraph's items
@@ -62,10 +63,8 @@ def window(qtbot, error_calls):
 def open_and_wait(qtbot):
     """Open a file in the window and wait until its job has ended (loaded, failed or dropped)."""
 
-    def run(window, path, timeout=15_000):
-        with qtbot.waitSignal(
-            window.opener.running_changed, timeout=timeout, check_params_cb=lambda r: not r
-        ):
-            window.open_model(path)
+    def run(window, path, timeout=30_000):
+        window.open_model(path)
+        qtbot.waitUntil(lambda: not window.opener.running, timeout=timeout)
 
     return run
