@@ -73,7 +73,10 @@ def iter_optimize(
         result.notes += masked.notes
     quant = {name: s.quantize for name, s in settings.items()}
     if any(spec is not None for spec in quant.values()):
-        result.model = yield from _quantize(result, quant, calibration, recipe, cache or OptimizeCache())
+        base = loaded.model if masks and not channel else None  # pruned in place: its prepared form serves
+        result.model = yield from _quantize(
+            result, quant, calibration, recipe, cache or OptimizeCache(), base
+        )
     _describe(result, settings)
     _check_runs(result.model)
     yield Progress(1.0, "Optimized")
@@ -108,14 +111,23 @@ def _prune_channels(
     return apply_channel_pruning(model, plan)
 
 
-def _quantize(result: OptimizeResult, quant: dict[str, QuantSpec | None], calibration, recipe: Recipe, cache):
+def _quantize(
+    result: OptimizeResult,
+    quant: dict[str, QuantSpec | None],
+    calibration,
+    recipe: Recipe,
+    cache,
+    pruned_from: onnx.ModelProto | None = None,
+):
     from slimscope.core.quantize import iter_quantize
 
     if calibration is None or len(calibration) == 0:
         raise DatasetError("The recipe quantizes layers, which needs calibration data (give --calib DATA).")
     count = int(recipe.data.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES))
     samples = np.asarray(calibration[:count])
-    quantized = yield from iter_quantize(result.model, quant, samples, cache=cache.calibration_cache())
+    quantized = yield from iter_quantize(
+        result.model, quant, samples, cache=cache.calibration_cache(), pruned_from=pruned_from
+    )
     result.calibration_cached = quantized.calibration_cached
     result.notes += quantized.notes
     result.effective_weight_bytes = quantized.effective_weight_bytes

@@ -84,6 +84,7 @@ def model_digest(model: onnx.ModelProto) -> str:
 @dataclass
 class _Entry:
     prepared: PreparedModel  # what the ranges were measured on; they fit this model's tensor names
+    source: onnx.ModelProto | None = None  # the model before preparing, to derive pruned copies from
     ranges: dict[CalibrationMethod, TensorsData] = field(default_factory=dict)
     # Precomputed weight scales and zero points of `prepared.model` (see weight_params.py).
     weight_params: dict = field(default_factory=dict)
@@ -105,11 +106,27 @@ class CalibrationCache:
         self._entries.move_to_end((model_hash, data_hash))
         return entry.prepared
 
-    def store_prepared(self, model_hash: str, data_hash: str, prepared: PreparedModel) -> None:
-        self._entries[(model_hash, data_hash)] = _Entry(prepared)
+    def store_prepared(
+        self, model_hash: str, data_hash: str, prepared: PreparedModel, source: onnx.ModelProto | None = None
+    ) -> None:
+        self._entries[(model_hash, data_hash)] = _Entry(prepared, source)
         self._entries.move_to_end((model_hash, data_hash))
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    def derive_prepared(self, model: onnx.ModelProto, layers: list, data_hash: str) -> PreparedModel | None:
+        """A prepared model for `model` made from a cached entry whose source differs from `model` only by
+        zeroed weights (a pruning edit), newest entry first; None when no entry qualifies."""
+        from slimscope.core.quantize.pruned_prepare import prepare_from_base
+
+        for key, entry in reversed(self._entries.items()):
+            if key[1] != data_hash or entry.source is None:
+                continue
+            derived = prepare_from_base(entry.source, entry.prepared, model, layers)
+            if derived is not None:
+                self._entries.move_to_end(key)  # a base that serves edits stays cached
+                return derived
+        return None
 
     def weight_params(self, model_hash: str, data_hash: str) -> dict:
         """The memo of weight scales and zero points for the prepared model of this pair (a fresh,

@@ -58,11 +58,14 @@ def iter_quantize(
     calibration: Sequence[dict[str, np.ndarray]] | np.ndarray,
     *,
     cache: CalibrationCache | None = None,
+    pruned_from: onnx.ModelProto | None = None,
 ) -> Generator[Progress, None, QuantizeResult]:
     """Quantize `model` layer by layer (None = keep float; layers not in `settings` get `QuantSpec()`).
 
     `calibration` is a list of input feeds, or an array of samples for a one-input model. Ranges are
     looked up in `cache` first; closing the generator stops calibration and removes its files.
+    `pruned_from`: the model `model` was pruned from (weights zeroed, graph unchanged); its prepared form
+    is cached and reused for every later pruning of it instead of preparing each pruned copy.
     """
     layers = find_layers(model, {})
     _check_settings(layers, settings)
@@ -74,8 +77,10 @@ def iter_quantize(
     model_hash = model_digest(model)
     prepared = cache.prepared(model_hash, data.digest)
     if prepared is None:
-        prepared = prepare_model(model, layers, data.input_shapes)
-        cache.store_prepared(model_hash, data.digest, prepared)
+        prepared = _derived_from_base(model, layers, data, cache, pruned_from)
+        if prepared is None:
+            prepared = prepare_model(model, layers, data.input_shapes)
+        cache.store_prepared(model_hash, data.digest, prepared, source=model)
     options = translate_settings(
         prepared.model,
         find_layers(prepared.model, {}),
@@ -99,6 +104,24 @@ def iter_quantize(
         cached,
         description.stored_weight_bytes,
     )
+
+
+def _derived_from_base(
+    model: onnx.ModelProto,
+    layers: list[Layer],
+    data: CalibrationData,
+    cache: CalibrationCache,
+    pruned_from: onnx.ModelProto | None,
+) -> PreparedModel | None:
+    """The prepared form of a pruned `model` from its unpruned base's (prepared once and cached)."""
+    derived = cache.derive_prepared(model, layers, data.digest)
+    if derived is not None or pruned_from is None:
+        return derived
+    base_hash = model_digest(pruned_from)
+    if cache.prepared(base_hash, data.digest) is None:
+        base = prepare_model(pruned_from, find_layers(pruned_from, {}), data.input_shapes)
+        cache.store_prepared(base_hash, data.digest, base, source=pruned_from)
+    return cache.derive_prepared(model, layers, data.digest)
 
 
 def _check_settings(layers: list[Layer], settings: dict[str, QuantSpec | None]) -> None:
