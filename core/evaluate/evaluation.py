@@ -8,6 +8,7 @@ the `EvalReport`. Closing it cancels between batches.
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import onnx
@@ -15,7 +16,7 @@ import onnx
 from slimscope.core.data.dataset import Dataset
 from slimscope.core.data.fit import fit_to_model
 from slimscope.core.errors import DatasetError
-from slimscope.core.evaluate.footprint import Footprint, measure_footprint
+from slimscope.core.evaluate.footprint import Footprint, gzip_size, measure_footprint
 from slimscope.core.evaluate.latency import available_threads, iter_measure_latency
 from slimscope.core.evaluate.metrics import OutputComparison
 from slimscope.core.evaluate.per_layer import PER_LAYER_SAMPLES, LayerError, iter_layer_errors
@@ -70,14 +71,19 @@ def iter_evaluate(
     comparison = yield from _scaled(_iter_compare_outputs(original, optimized, data), phases["outputs"])
     yield Progress(phases["size"][0], "Measuring model sizes")
     known = dict(known_footprints or {})
+    early = preliminary and bool(per_layer or latency)  # gzip (slow for big models) waits for the details
     footprints = {
-        role: known[role] if role in known else measure_footprint(model)
+        role: known[role] if role in known else measure_footprint(model, compress=not early)
         for role, model in (("original", original), ("optimized", optimized))
     }
     labelled = data.y is not None
-    if preliminary and (per_layer or latency):
-        early = _report(comparison, labelled, None, footprints, (), macs, original)
-        yield Progress(phases["size"][1], "Measuring per-layer errors and latency", early)
+    if early:
+        report = _report(comparison, labelled, None, footprints, (), macs, original)
+        yield Progress(phases["size"][1], "Measuring per-layer errors, latency and gzip size", report)
+        footprints = {
+            role: fp if fp.gzip_bytes is not None else replace(fp, gzip_bytes=gzip_size(model))
+            for (role, fp), model in zip(footprints.items(), (original, optimized), strict=True)
+        }
     layers: tuple[LayerError, ...] = ()
     if per_layer:
         errors = iter_layer_errors(original, optimized, data, per_layer, max_samples=per_layer_samples)

@@ -47,7 +47,7 @@ class EvalReport:
     cosine: float | None  # mean per-sample cosine similarity of the outputs
     latency_ms: tuple[LatencyComparison, ...] | None  # at 1 thread and at all threads; None if not timed
     size_bytes: dict[str, int]
-    gzip_bytes: dict[str, int]
+    gzip_bytes: dict[str, int | None]  # None in a preliminary report (measured with the details)
     nonzero_params: dict[str, int]
     macs: dict[str, int | None] | None  # as given by the caller
     layers: tuple[LayerError, ...]
@@ -102,6 +102,8 @@ def footprint_warnings(footprints: Mapping[str, Footprint]) -> list[str]:
             f"({_megabytes(optimized.size_bytes)} vs {_megabytes(original.size_bytes)})."
         )
     fewer = 1 - optimized.nonzero_params / original.nonzero_params if original.nonzero_params else 0.0
+    if optimized.gzip_bytes is None or original.gzip_bytes is None:
+        return found
     if fewer >= 0.1 and optimized.size_bytes >= 0.95 * original.size_bytes:
         found.append(
             f"The optimized model has {fewer:.0%} fewer non-zero weights but its file is not smaller: "

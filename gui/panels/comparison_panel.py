@@ -41,8 +41,8 @@ def decibels(value: float | None) -> str:
     return "identical" if math.isinf(value) else f"{value:.1f} dB"
 
 
-def kilobytes(value: int) -> str:
-    return f"{value / 1000:.1f} kB"
+def kilobytes(value: int | None) -> str:
+    return "…" if value is None else f"{value / 1000:.1f} kB"
 
 
 def milliseconds(value: float) -> str:
@@ -55,8 +55,8 @@ def speed_change(speedup: float) -> str:
     return f"{speedup:.2f}× faster" if speedup >= 1 else f"{1 / speedup:.2f}× slower"
 
 
-def ratio_change(original: float, optimized: float) -> str:
-    return f"{optimized / original - 1:+.1%}" if original else ""
+def ratio_change(original: float | None, optimized: float | None) -> str:
+    return f"{optimized / original - 1:+.1%}" if original and optimized is not None else ""
 
 
 def report_cells(report: EvalReport) -> dict[str, tuple[str, str, str]]:
