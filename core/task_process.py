@@ -63,21 +63,25 @@ def _open(state: ChildState, path: Path, trust: bool, input_shapes: list[tuple[i
 
 def _compare(state: ChildState, recipe, evaluation: Path, calibration: Path | None, details: bool = True):
     from slimscope.core.comparison import iter_compare
-    from slimscope.core.evaluate.footprint import measure_footprint
+    from slimscope.core.evaluate.footprint import Footprint
 
     if state.loaded is None:
         raise OptimizeError("No model was sent to the optimizer process.")
-    if "footprint" not in state.extra:  # the original's size and gzip size: measured once per model
-        state.extra["footprint"] = measure_footprint(state.loaded.model)
-    return iter_compare(
+    comparison = yield from iter_compare(
         state.loaded,
         recipe,
         evaluation,
         calibration,
         cache=state.cache,
         details=details,
-        original_footprint=state.extra["footprint"],
+        original_footprint=state.extra.get("footprint"),
     )
+    report = comparison.report
+    if report.gzip_bytes.get("original") is not None:  # the original's footprint, measured once per model
+        state.extra["footprint"] = Footprint(
+            report.size_bytes["original"], report.gzip_bytes["original"], report.nonzero_params["original"]
+        )
+    return comparison
 
 
 # The jobs a child can run, by name: each takes the child's state and the job's arguments, returns a task.
