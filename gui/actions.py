@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMenu, QMessageBox
 
 from slimscope.gui import data_dialog, recipe_files, settings
@@ -27,6 +27,7 @@ class ActionSpec:
     shortcut: Shortcut
     tooltip: str
     callback: Callable[[MainWindow], object]
+    checkable: bool = False
 
 
 ACTIONS = (
@@ -55,6 +56,13 @@ ACTIONS = (
     ActionSpec("netron_optimized", "Open &Optimized Model in Netron", None,
                "Show the latest comparison's optimized model in Netron, in your web browser",
                lambda w: w.show_in_netron(optimized=True)),
+    ActionSpec("theme_system", "&System", None,
+               "Light or dark as the system is set, switching when the system switches",
+               lambda w: w.set_theme("system"), checkable=True),
+    ActionSpec("theme_light", "&Light", None, "Dark text on light backgrounds, whatever the system's setting",
+               lambda w: w.set_theme("light"), checkable=True),
+    ActionSpec("theme_dark", "&Dark", None, "Light text on dark backgrounds, whatever the system's setting",
+               lambda w: w.set_theme("dark"), checkable=True),
     ActionSpec("quit", "&Quit", QKeySequence.StandardKey.Quit, "Close Slimscope", lambda w: w.close()),
     ActionSpec("about", "&About Slimscope", None, "Versions of Slimscope and the libraries it uses",
                lambda w: show_about(w)),
@@ -67,6 +75,7 @@ def build_actions(window: MainWindow) -> dict[str, QAction]:
     actions = {}
     for spec in ACTIONS:
         action = QAction(spec.text, window, toolTip=spec.tooltip, statusTip=spec.tooltip)
+        action.setCheckable(spec.checkable)
         if spec.shortcut is not None:
             action.setShortcut(QKeySequence(spec.shortcut))
         action.triggered.connect(partial(_trigger, spec.callback, window))
@@ -78,14 +87,17 @@ def _trigger(callback: Callable[[MainWindow], object], window: MainWindow, _chec
     callback(window)
 
 
-# The menus as data: action keys in order; None is a separator, RECENT the Open Recent submenu.
+# The menus as data: action keys in order; None is a separator, RECENT the Open Recent submenu, THEME the
+# Theme submenu (its actions exclusive: one is checked, the theme in the settings).
 RECENT = "recent"
+THEME = "theme"
+THEME_ACTIONS = ("theme_system", "theme_light", "theme_dark")
 MENUS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     ("&File", ("open", RECENT, None, "export", None, "quit")),
     ("&Edit", ("undo", "redo")),
     ("&Recipe", ("save_recipe", "load_recipe")),
     ("&Data", ("choose_data",)),
-    ("&View", ("netron", "netron_optimized")),
+    ("&View", ("netron", "netron_optimized", None, THEME)),
     ("&Help", ("about",)),
 )
 
@@ -100,10 +112,21 @@ def build_menus(window: MainWindow, actions: dict[str, QAction]) -> QMenu:
                 menu.addSeparator()
             elif key == RECENT:
                 recent_menu = menu.addMenu("Open &Recent")
+            elif key == THEME:
+                _add_theme_menu(menu, window, actions)
             else:
                 menu.addAction(actions[key])
     assert recent_menu is not None
     return recent_menu
+
+
+def _add_theme_menu(menu: QMenu, window: MainWindow, actions: dict[str, QAction]) -> None:
+    submenu = menu.addMenu("&Theme")
+    submenu.setToolTipsVisible(True)
+    group = QActionGroup(window, exclusive=True)
+    for key in THEME_ACTIONS:
+        group.addAction(actions[key])
+        submenu.addAction(actions[key])
 
 
 def update_actions(window: MainWindow) -> None:
@@ -119,6 +142,7 @@ def update_actions(window: MainWindow) -> None:
     actions["netron"].setEnabled(session.loaded is not None)
     actions["choose_data"].setEnabled(session.loaded is not None)
     actions["netron_optimized"].setEnabled(session.result_is_current)
+    actions[f"theme_{settings.theme()}"].setChecked(True)
     fill_recent_menu(window.recent_menu, window, actions["clear_recent"])
 
 

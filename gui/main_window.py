@@ -6,7 +6,14 @@ from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QUndoStack
+from PySide6.QtGui import (
+    QCloseEvent,
+    QDesktopServices,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QUndoStack,
+)
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QTabWidget
 
 from slimscope.core.evaluate import RunningMetrics
@@ -17,7 +24,7 @@ from slimscope.core.recipe import Recipe
 from slimscope.core.session import Session
 from slimscope.core.task_process import TaskProcess
 from slimscope.core.tasks import Progress
-from slimscope.gui import actions, errors, input_shape_prompt, settings
+from slimscope.gui import actions, errors, input_shape_prompt, settings, theme
 from slimscope.gui.live_comparison import LiveComparison
 from slimscope.gui.panels.comparison_panel import ComparisonPanel
 from slimscope.gui.panels.heatmap_panel import HeatmapPanel
@@ -39,6 +46,7 @@ class MainWindow(QMainWindow):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Slimscope")
+        theme.apply_theme(settings.theme())  # before the panels: plots take their colours when made
         self.setAcceptDrops(True)
         self.report: ModelReport | None = None  # the open model; kept when opening another one fails
         self.model_path: Path | None = None
@@ -50,7 +58,7 @@ class MainWindow(QMainWindow):
         self.live = LiveComparison(self.session, self.worker_process, self)
         self.netron = NetronView()  # at most one graph served; stopped when the model changes or on quit
 
-        self.layer_table = LayerTablePanel()
+        self.layer_table = LayerTablePanel(self.session)
         self.histogram = HistogramPanel()
         self.heatmap = HeatmapPanel()
         self.settings_panel = SettingsPanel(self.session)
@@ -77,6 +85,7 @@ class MainWindow(QMainWindow):
         self.session.result_changed.connect(self.update_actions)
         self.session.recipe_changed.connect(self.update_actions)
         self.session.model_changed.connect(self.stop_netron)
+        QGuiApplication.styleHints().colorSchemeChanged.connect(self.follow_system_scheme)
 
         self.actions_by_key = actions.build_actions(self)
         self.addActions(list(self.actions_by_key.values()))
@@ -178,6 +187,17 @@ class MainWindow(QMainWindow):
 
     def update_actions(self, *_args: object) -> None:
         actions.update_actions(self)
+
+    def set_theme(self, choice: str) -> None:
+        """View → Theme: remember "system", "light" or "dark" and apply it now."""
+        settings.set_theme(choice)
+        theme.apply_theme(choice)
+        self.update_actions()
+
+    def follow_system_scheme(self, scheme: Qt.ColorScheme) -> None:
+        """The system switched between light and dark: follow it if the theme is "system"."""
+        if settings.theme() == "system":
+            theme.apply_theme("system", system=scheme)
 
     # ------------------------------------------------------------------ job results (main thread)
 

@@ -13,6 +13,8 @@ _LAST_FOLDER = "last_folder"
 _LAST_DATA_FOLDER = "last_data_folder"
 _WINDOW_GEOMETRY = "window/geometry"
 _SPLITTERS = "window/splitters"
+_THEME = "appearance/theme"
+THEMES = ("system", "light", "dark")
 
 
 def recent_files() -> list[Path]:
@@ -48,6 +50,18 @@ def last_data_folder() -> str:
 
 def set_last_data_folder(folder: Path) -> None:
     QSettings().setValue(_LAST_DATA_FOLDER, str(folder))
+
+
+def theme() -> str:
+    """The chosen appearance: "system" (follow the system's light or dark scheme), "light" or "dark"."""
+    value = QSettings().value(_THEME, "system")
+    return value if value in THEMES else "system"
+
+
+def set_theme(choice: str) -> None:
+    if choice not in THEMES:
+        raise ValueError(f"Unknown theme {choice!r}; choose one of {', '.join(THEMES)}.")
+    QSettings().setValue(_THEME, choice)
 
 
 def save_layout(window: QWidget, splitters: dict[str, QSplitter]) -> None:

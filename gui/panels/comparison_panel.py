@@ -13,6 +13,7 @@ from slimscope.core.evaluate import RunningMetrics
 from slimscope.core.evaluate.report import EvalReport
 from slimscope.core.inspection_table import human_count
 from slimscope.core.session import Session
+from slimscope.gui.theme import set_status_colour
 
 ROWS = ("accuracy", "agreement", "sqnr_db", "latency_ms", "size_bytes", "gzip_bytes", "nonzero_params")
 ROW_TITLES = {"accuracy": "top-1 accuracy", "agreement": "top-1 agreement", "sqnr_db": "output SQNR",
@@ -98,7 +99,7 @@ class ComparisonPanel(QWidget):
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, column, item)
         self.warnings = QLabel(wordWrap=True)
-        self.warnings.setStyleSheet("color: #b35900")
+        set_status_colour(self.warnings, "warning")  # recoloured when the theme switches
         layout = QVBoxLayout(self)
         layout.addWidget(self.status)
         layout.addWidget(self.table)

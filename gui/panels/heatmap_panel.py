@@ -12,7 +12,7 @@ from slimscope.core.stats import LayerStats
 class HeatmapPanel(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.plot = pg.PlotWidget(background="w")
+        self.plot = pg.PlotWidget()  # colours: gui.theme (pyqtgraph config)
         self.plot.setLabel("bottom", "input block")
         self.plot.setLabel("left", "output channel")
         self.plot.invertY(True)  # channel 0 at the top, like the table

@@ -7,17 +7,21 @@ from PySide6.QtWidgets import QCheckBox, QVBoxLayout, QWidget
 
 from slimscope.core.stats import LayerStats
 
+# A mid blue that reads on the light and the dark plot background alike (contrast ≥ 3:1 on both).
+CURVE_COLOUR = "#2b7fd0"
+CURVE_FILL = (43, 127, 208, 90)
+
 
 class HistogramPanel(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.plot = pg.PlotWidget(background="w")
+        self.plot = pg.PlotWidget()  # colours: gui.theme (pyqtgraph config)
         self.plot.setLabel("bottom", "weight value")
         self.plot.setLabel("left", "count")
         self.plot.setMouseEnabled(y=False)
         # Made once, updated in place with setData.
         self.curve = pg.PlotDataItem(
-            stepMode="center", fillLevel=0, pen=pg.mkPen("#1f5fa8"), brush=pg.mkBrush(31, 95, 168, 90)
+            stepMode="center", fillLevel=0, pen=pg.mkPen(CURVE_COLOUR), brush=pg.mkBrush(*CURVE_FILL)
         )
         self.plot.addItem(self.curve)
         self.log_counts = QCheckBox("log counts")

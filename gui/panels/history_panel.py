@@ -17,7 +17,7 @@ from slimscope.core.history import METRIC_TITLES, History, HistoryEntry, ModelPo
 from slimscope.core.session import Session
 
 ORIGINAL = "original"  # the data of the original model's star (not a recipe: clicking it does nothing)
-POINT_STYLE = {"symbol": "o", "size": 9, "pen": pg.mkPen("#1f5fa8"), "brush": pg.mkBrush(31, 95, 168, 160)}
+POINT_STYLE = {"symbol": "o", "size": 9, "pen": pg.mkPen("#2b7fd0"), "brush": pg.mkBrush(43, 127, 208, 170)}
 CURRENT_STYLE = {
     "symbol": "o",
     "size": 15,
@@ -53,9 +53,14 @@ class HistoryPlot(pg.PlotWidget):
     """The metric against one x quantity: a faint path through the points, the points, the original."""
 
     def __init__(self, x_label: str, x_of, tip) -> None:
-        super().__init__(background="w")
+        super().__init__()  # colours: gui.theme (pyqtgraph config)
         self.x_of = x_of  # ModelPoint -> x, or None when this plot cannot place it
         self.setLabel("bottom", x_label)
+        for axis in (
+            "bottom",
+            "left",
+        ):  # values as the label says: no "(x0.001)" on sub-millisecond latencies
+            self.getAxis(axis).enableAutoSIPrefix(False)
         self.showGrid(x=True, y=True, alpha=0.2)
         self.path = pg.PlotDataItem(pen=pg.mkPen(120, 120, 120, 90, width=1))
         self.scatter = pg.ScatterPlotItem(hoverable=True, tip=tip)

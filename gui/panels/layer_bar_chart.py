@@ -60,6 +60,24 @@ class LayerAxis(pg.AxisItem):
         ]
 
 
+class ValueAxis(pg.AxisItem):
+    """A value axis whose ticks carry SI prefixes ("500 k", "2 M"), one prefix for the whole axis.
+
+    pyqtgraph's own auto SI prefix scales the ticks but moves the prefix into the axis label next to a
+    unit; layer counts (parameters, MACs) have no unit, so the prefix goes on each tick instead."""
+
+    def __init__(self, orientation: str = "bottom") -> None:
+        super().__init__(orientation)
+        self.enableAutoSIPrefix(False)  # no "(x1e+06)" in the label: the ticks say it
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
+        largest = max((abs(v) for v in values), default=0.0)
+        if largest < 1000:
+            return super().tickStrings(values, scale, spacing)
+        factor, prefix = pg.siScale(largest)
+        return [f"{v * factor:.3g} {prefix}" if v else "0" for v in values]
+
+
 class LayerBarChart(pg.PlotWidget):
     """Emits `bar_clicked(layer name)` when a bar's row is clicked."""
 
@@ -67,7 +85,9 @@ class LayerBarChart(pg.PlotWidget):
 
     def __init__(self, value_label: str, parent=None) -> None:
         self.axis = LayerAxis()
-        super().__init__(parent, background="w", axisItems={"left": self.axis})
+        self.value_axis = ValueAxis()
+        # Colours: gui.theme (pyqtgraph's config options), so that the chart follows light and dark.
+        super().__init__(parent, axisItems={"left": self.axis, "bottom": self.value_axis})
         self.setLabel("bottom", value_label)
         self.invertY(True)  # the first bar at the top, like the table
         self.setMouseEnabled(x=False, y=True)

@@ -4,6 +4,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 
 from slimscope.gui import settings
+from slimscope.gui.panels.layer_table import COLUMNS
 from slimscope.resources import DEMO_MODEL
 
 
@@ -48,7 +49,7 @@ def test_filter_box_filters_rows(qtbot, open_and_wait, window, demo_report):
 
 def test_sorting_by_params_sorts_numbers(qtbot, open_and_wait, window, demo_report):
     open_and_wait(window, DEMO_MODEL)
-    window.layer_table.view.sortByColumn(3, Qt.SortOrder.DescendingOrder)  # params
+    window.layer_table.view.sortByColumn(COLUMNS.index("params"), Qt.SortOrder.DescendingOrder)
     assert window.layer_table.visible_names()[0] == max(demo_report.layers, key=lambda la: la.params).name
 
 
