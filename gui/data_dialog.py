@@ -4,25 +4,23 @@ Every check is core's: `data_kind` for the paths, `PreprocessSpec.from_dict` for
 background read (core's reader, then `fit_to_model`) that both describes the data and proves it fits the
 open model. A problem is shown in red inside the dialog, which then refuses OK. On OK the preprocessing
 becomes an undoable recipe edit and the paths go to the Session. Tests drive it without `exec()`: set the
-widgets, call `accept()`, then `apply_to(window)`.
+widgets, call `accept()`, then `apply_to(window)`. The preprocessing fields are `PreprocessForm`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import (
-    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -37,21 +35,15 @@ from slimscope.core.errors import DatasetError
 from slimscope.core.session import Session
 from slimscope.core.tasks import Task
 from slimscope.gui import settings
+from slimscope.gui.preprocess_form import PreprocessForm
 from slimscope.gui.task_runner import TaskRunner
+from slimscope.gui.theme import set_status_colour
 
 if TYPE_CHECKING:
     from slimscope.gui.main_window import MainWindow
 
 PREVIEW_LIMIT = 2000  # samples the description reads at most: a huge image folder is not read twice whole
 DEBOUNCE_MS = 250
-ERROR_STYLE = "color: #c0392b"
-CUSTOM = "Custom"
-PRESETS: dict[str, tuple[float, tuple[float, ...] | None, tuple[float, ...] | None]] = {
-    "ImageNet (mean/std)": (1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "0–1": (1 / 255, None, None),
-    "Raw (0–255)": (1.0, None, None),
-}  # (scale, mean, std)
-GRAYSCALE = (("As in the data", None), ("Gray (1 channel)", True), ("Colour (RGB)", False))
 DATA_FILE_FILTER = "NumPy archives (*.npz);;All files (*)"
 
 
@@ -189,7 +181,7 @@ class DataPreview(QObject):
 
     def _show(self, text: str, *, error: bool = False) -> None:
         self.label.setText(text)
-        self.label.setStyleSheet(ERROR_STYLE if error else "")
+        set_status_colour(self.label, "error" if error else None)
 
 
 class DataDialog(QDialog):
@@ -199,31 +191,18 @@ class DataDialog(QDialog):
             raise RuntimeError("The data dialog needs an open model.")
         self.session = session
         self.choice: DataChoice | None = None  # set by a successful accept()
-        self._syncing = False
         self._accept_pending = False  # OK was pressed while the data was still being read
         self.evaluation = DataPathField("a .npz file or a folder of images")
         self.calibration = DataPathField("empty: calibrate on the evaluation data")
         self.evaluation_info, self.calibration_info = QLabel(wordWrap=True), QLabel(wordWrap=True)
         self.previews = (DataPreview(self.evaluation_info, self), DataPreview(self.calibration_info, self))
-        self.preset = QComboBox()
-        self.preset.addItems([CUSTOM, *PRESETS])
-        self.resize_edit = QLineEdit(placeholderText="none — e.g. 256 (shorter side) or 224,224")
-        self.crop_edit = QLineEdit(placeholderText="none — e.g. 224 or 224,224")
-        self.scale_edit = QLineEdit()
-        self.mean_edit = QLineEdit(placeholderText="none — e.g. 0.485, 0.456, 0.406")
-        self.std_edit = QLineEdit(placeholderText="none — e.g. 0.229, 0.224, 0.225")
-        self.channel_order = QComboBox()
-        self.channel_order.addItems(["RGB", "BGR"])
-        self.layout_combo = QComboBox()
-        self.layout_combo.addItems(["NCHW", "NHWC"])
-        self.grayscale = QComboBox()
-        self.grayscale.addItems([name for name, _ in GRAYSCALE])
-        self.error_label = QLabel(wordWrap=True, styleSheet=ERROR_STYLE)
+        self.preprocess = PreprocessForm()
+        self.error_label = QLabel(wordWrap=True)
+        set_status_colour(self.error_label, "error")
         self.buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
         self.timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
-        self._set_tooltips()
         self._lay_out()
         self._fill(session)
         self._connect()
@@ -233,38 +212,15 @@ class DataDialog(QDialog):
     def ok_button(self) -> QPushButton:
         return self.buttons.button(QDialogButtonBox.StandardButton.Ok)
 
-    def _set_tooltips(self) -> None:
-        tips = {
-            self.preset: "Fill scale, mean and std for a common convention (as the model was trained)",
-            self.resize_edit: "Resize each image: one number sets the shorter side, height,width an exact size",
-            self.crop_edit: "Cut the centre of each image to this size (after resizing)",
-            self.scale_edit: "Pixel values 0–255 are multiplied by this first (1/255 gives 0–1)",
-            self.mean_edit: "Subtracted per channel after scaling, RGB order (one value for all channels)",
-            self.std_edit: "Divided per channel after the mean, RGB order (one value for all channels)",
-            self.channel_order: "The colour order the model takes",
-            self.layout_combo: "NCHW: channels first (PyTorch); NHWC: channels last (TensorFlow)",
-            self.grayscale: "Convert images to one channel or to RGB, or keep each as it is",
-        }
-        for widget, tip in tips.items():
-            widget.setToolTip(tip)
-
     def _lay_out(self) -> None:
         data_form = QFormLayout()
         data_form.addRow("Evaluation data", self.evaluation)
         data_form.addRow("", self.evaluation_info)
         data_form.addRow("Calibration data", self.calibration)
         data_form.addRow("", self.calibration_info)
-        box = QGroupBox("Preprocessing (for images and uint8 arrays; float arrays are used as they are)")
-        form = QFormLayout(box)
-        for label, widget in (
-            ("Preset", self.preset), ("Resize", self.resize_edit), ("Centre crop", self.crop_edit),
-            ("Scale", self.scale_edit), ("Mean", self.mean_edit), ("Std", self.std_edit),
-            ("Channel order", self.channel_order), ("Layout", self.layout_combo), ("Grayscale", self.grayscale),
-        ):  # fmt: skip
-            form.addRow(label, widget)
         layout = QVBoxLayout(self)
         layout.addLayout(data_form)
-        layout.addWidget(box)
+        layout.addWidget(self.preprocess)
         layout.addWidget(self.error_label)
         layout.addWidget(self.buttons)
         self.resize(640, self.sizeHint().height())
@@ -274,54 +230,21 @@ class DataDialog(QDialog):
         self.evaluation.set_path(session.evaluation_data)
         self.calibration.set_path(session.calibration_data)
         assert session.recipe is not None
-        self.set_spec(PreprocessSpec.from_dict(session.recipe.data.get("preprocess")))
+        self.preprocess.set_spec(PreprocessSpec.from_dict(session.recipe.data.get("preprocess")))
 
     def _connect(self) -> None:
         for field in (self.evaluation, self.calibration):
             field.changed.connect(self._on_edited)
-        for edit in (self.resize_edit, self.crop_edit, self.scale_edit, self.mean_edit, self.std_edit):
-            edit.textChanged.connect(self._on_edited)
-        for combo in (self.channel_order, self.layout_combo, self.grayscale):
-            combo.currentIndexChanged.connect(self._on_edited)
-        self.preset.currentTextChanged.connect(self._apply_preset)
+        self.preprocess.changed.connect(self._on_edited)
         self.timer.timeout.connect(self.refresh)
         for preview in self.previews:
             preview.done.connect(self._on_preview_done)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
 
-    # ------------------------------------------------------------------ fields ↔ spec
-
-    def set_spec(self, spec: PreprocessSpec) -> None:
-        self._syncing = True
-        self.resize_edit.setText(_size_text(spec.resize))
-        self.crop_edit.setText(_size_text(spec.center_crop))
-        self.scale_edit.setText(_scale_text(spec.scale))
-        self.mean_edit.setText(_numbers_text(spec.mean))
-        self.std_edit.setText(_numbers_text(spec.std))
-        self.channel_order.setCurrentText(spec.channel_order)
-        self.layout_combo.setCurrentText(spec.layout)
-        self.grayscale.setCurrentIndex([value for _, value in GRAYSCALE].index(spec.grayscale))
-        self._syncing = False
-        self._sync_preset()
-
-    def spec_data(self) -> dict[str, Any]:
-        """The preprocessing fields as a recipe's "preprocess" object (before core validates it)."""
-        data: dict[str, Any] = {
-            "resize": _parse_size(self.resize_edit.text(), "Resize"),
-            "center_crop": _parse_size(self.crop_edit.text(), "Centre crop"),
-            "scale": _parse_scale(self.scale_edit.text()),
-            "mean": _parse_numbers(self.mean_edit.text(), "Mean"),
-            "std": _parse_numbers(self.std_edit.text(), "Std"),
-            "channel_order": self.channel_order.currentText(),
-            "layout": self.layout_combo.currentText(),
-            "grayscale": GRAYSCALE[self.grayscale.currentIndex()][1],
-        }
-        return {key: value for key, value in data.items() if value is not None}
-
     def values(self) -> DataChoice:
         """The dialog's choice; raises DatasetError (one sentence) for a missing path or bad field."""
-        spec = PreprocessSpec.from_dict(self.spec_data())
+        spec = PreprocessSpec.from_dict(self.preprocess.spec_data())
         evaluation, calibration = self.evaluation.path(), self.calibration.path()
         if evaluation is None:
             raise DatasetError("Choose the evaluation data: a .npz file or a folder of images.")
@@ -330,39 +253,9 @@ class DataDialog(QDialog):
                 data_kind(path)  # raises for a missing path or a file that is not data
         return DataChoice(evaluation, calibration, spec)
 
-    def _apply_preset(self, name: str) -> None:
-        if self._syncing or name not in PRESETS:
-            return
-        scale, mean, std = PRESETS[name]
-        spec = PreprocessSpec(scale=scale, mean=mean, std=std)
-        self._syncing = True
-        self.scale_edit.setText(_scale_text(spec.scale))
-        self.mean_edit.setText(_numbers_text(spec.mean))
-        self.std_edit.setText(_numbers_text(spec.std))
-        self._syncing = False
-        self._on_edited()
-
-    def _sync_preset(self) -> None:
-        """Show the preset the scale, mean and std match, or Custom."""
-        try:
-            current = (
-                _parse_scale(self.scale_edit.text()),
-                _tuple(_parse_numbers(self.mean_edit.text(), "Mean")),
-                _tuple(_parse_numbers(self.std_edit.text(), "Std")),
-            )
-        except DatasetError:
-            current = None
-        name = next((name for name, values in PRESETS.items() if values == current), CUSTOM)
-        self._syncing = True
-        self.preset.setCurrentText(name)
-        self._syncing = False
-
     # ------------------------------------------------------------------ checking and accepting
 
     def _on_edited(self, *_args: object) -> None:
-        if self._syncing:
-            return
-        self._sync_preset()
         self._accept_pending = False
         self.ok_button.setEnabled(True)
         self.timer.start()
@@ -440,60 +333,3 @@ def choose_data(window: MainWindow) -> None:
             dialog.apply_to(window)
     finally:
         dialog.deleteLater()
-
-
-# ---------------------------------------------------------------------- text ↔ values
-
-
-def _scale_text(scale: float) -> str:
-    return "1/255" if scale == 1 / 255 else str(scale)
-
-
-def _numbers_text(values: tuple[float, ...] | None) -> str:
-    return "" if values is None else ", ".join(str(v) for v in values)
-
-
-def _size_text(size: int | tuple[int, int] | None) -> str:
-    if size is None:
-        return ""
-    return str(size) if isinstance(size, int) else f"{size[0]},{size[1]}"
-
-
-def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
-    return None if values is None else tuple(values)
-
-
-def _parse_numbers(text: str, field: str) -> list[float] | None:
-    parts = [part for part in text.replace(",", " ").split() if part]
-    if not parts:
-        return None
-    try:
-        return [float(part) for part in parts]
-    except ValueError:
-        raise DatasetError(
-            f"{field} '{text.strip()}' is not a list of numbers; write them separated by commas, e.g. 0.5, 0.5, 0.5."
-        ) from None
-
-
-def _parse_size(text: str, field: str) -> int | list[int] | None:
-    parts = [part for part in text.replace(",", " ").replace("x", " ").split() if part]
-    if not parts:
-        return None
-    try:
-        sizes = [int(part) for part in parts]
-    except ValueError:
-        sizes = []
-    if len(sizes) not in (1, 2):
-        raise DatasetError(
-            f"{field} '{text.strip()}' is not a size; write one number or height,width, e.g. 224,224."
-        )
-    return sizes[0] if len(sizes) == 1 else sizes
-
-
-def _parse_scale(text: str) -> float:
-    numerator, _, denominator = text.strip().partition("/")
-    try:
-        value = float(numerator) / float(denominator) if denominator else float(numerator)
-    except (ValueError, ZeroDivisionError):
-        raise DatasetError(f"Scale '{text.strip()}' is not a number; write e.g. 1/255 or 1.") from None
-    return value

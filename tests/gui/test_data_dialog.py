@@ -78,7 +78,7 @@ def test_action_is_enabled_only_with_a_model(window, open_and_wait):
 def test_opens_with_the_demo_data_and_describes_it(dialog, qtbot):
     assert dialog.evaluation.path() == DEMO_DATA
     assert dialog.calibration.path() == DEMO_CALIBRATION
-    assert dialog.preset.currentText() == "0–1"  # the default preprocessing: scale 1/255, no mean/std
+    assert dialog.preprocess.preset.currentText() == "0–1"  # the default: scale 1/255, no mean/std
     wait_described(qtbot, dialog)
     assert dialog.evaluation_info.text().startswith("1000 samples, labelled, 10 classes, shape 1×28×28")
     assert "evaluates the first 300" in dialog.evaluation_info.text()
@@ -117,9 +117,9 @@ def test_unlabelled_npz_becomes_the_evaluation_data_and_is_compared(opened, dial
 def test_preprocessing_goes_into_the_recipe_and_undo_restores_it(opened, dialog, qtbot):
     session = opened.session
     before = session.recipe
-    dialog.preset.setCurrentText("ImageNet (mean/std)")
-    assert dialog.mean_edit.text() == "0.485, 0.456, 0.406"
-    dialog.layout_combo.setCurrentText("NHWC")
+    dialog.preprocess.preset.setCurrentText("ImageNet (mean/std)")
+    assert dialog.preprocess.mean_edit.text() == "0.485, 0.456, 0.406"
+    dialog.preprocess.layout_combo.setCurrentText("NHWC")
     accept_and_wait(qtbot, dialog)
     assert dialog.result() == QDialog.DialogCode.Accepted
     # The demo's x is float model input: core says the preprocessing is not applied to it.
@@ -135,8 +135,8 @@ def test_preprocessing_goes_into_the_recipe_and_undo_restores_it(opened, dialog,
     assert PreprocessSpec.from_dict(session.recipe.data["preprocess"]).layout == "NHWC"
     # Opened again, the dialog shows the recipe's preprocessing.
     again = DataDialog(session, opened)
-    assert again.preset.currentText() == "ImageNet (mean/std)"
-    assert again.layout_combo.currentText() == "NHWC"
+    assert again.preprocess.preset.currentText() == "ImageNet (mean/std)"
+    assert again.preprocess.layout_combo.currentText() == "NHWC"
     again.done(QDialog.DialogCode.Rejected)
 
 
@@ -155,9 +155,10 @@ def test_preprocessing_goes_into_the_recipe_and_undo_restores_it(opened, dialog,
 def test_bad_input_is_shown_inline_and_not_accepted(opened, dialog, qtbot, field, text, message):
     session = opened.session
     recipe = session.recipe
+    form = dialog.preprocess
     edits = {
         "evaluation": dialog.evaluation.edit, "calibration": dialog.calibration.edit,
-        "mean": dialog.mean_edit, "std": dialog.std_edit, "resize": dialog.resize_edit, "scale": dialog.scale_edit,
+        "mean": form.mean_edit, "std": form.std_edit, "resize": form.resize_edit, "scale": form.scale_edit,
     }  # fmt: skip
     edits[field].setText(text)
     dialog.accept()
@@ -182,12 +183,12 @@ def test_data_that_does_not_fit_the_model_is_refused(dialog, qtbot, tmp_path, de
     x, y = demo_arrays
     np.savez(path, x=np.round(x[:50] * 255).astype(np.uint8), y=y[:50])  # uint8 images: preprocessed
     dialog.evaluation.edit.setText(str(path))
-    dialog.resize_edit.setText("20")  # 20x20 images for a 28x28 model
+    dialog.preprocess.resize_edit.setText("20")  # 20x20 images for a 28x28 model
     accept_and_wait(qtbot, dialog)
     assert dialog.result() != QDialog.DialogCode.Accepted
     assert "20x20" in dialog.error_label.text() and "28x28" in dialog.error_label.text()
     assert dialog.error_label.text() == dialog.evaluation_info.text()
-    dialog.resize_edit.setText("")
+    dialog.preprocess.resize_edit.setText("")
     accept_and_wait(qtbot, dialog)
     assert dialog.result() == QDialog.DialogCode.Accepted
     assert dialog.evaluation_info.text().startswith("50 images, labelled, 10 classes, shape 1×28×28")
