@@ -8,7 +8,7 @@ per-layer errors follow in the returned one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from slimscope.core.data import PreprocessSpec, fit_to_model, iter_load_dataset
@@ -20,6 +20,7 @@ from slimscope.core.model import LoadedModel
 from slimscope.core.optimize import OptimizeCache, OptimizeResult, iter_optimize
 from slimscope.core.recipe import Recipe
 from slimscope.core.tasks import Progress, Task
+from slimscope.core.weight_views import WeightView, iter_weight_views
 
 COMPARISON_SAMPLES = 300  # evaluation samples a live comparison uses: enough to see a drop, quick to run
 LIVE_LATENCY_BUDGET_S = 0.6  # one thread count, per edit: a stable median for small models, bounded for big
@@ -33,6 +34,7 @@ class Comparison:
     recipe: Recipe
     optimized: OptimizeResult
     report: EvalReport
+    views: dict[str, WeightView] = field(default_factory=dict)  # optimized weights per layer, with details
 
 
 def iter_compare(
@@ -67,8 +69,14 @@ def iter_compare(
         preliminary=True,
         known_footprints=None if original_footprint is None else {"original": original_footprint},
     )
-    report = yield from _scaled(task, 0.6, 1.0, lambda early: Comparison(recipe, result, early))
-    return Comparison(recipe, result, report)
+    end = 0.95 if details else 1.0
+    report = yield from _scaled(task, 0.6, end, lambda early: Comparison(recipe, result, early))
+    views = {}
+    if details:
+        views = yield from _scaled(
+            iter_weight_views(loaded.model, result.model, set(result.sparsity)), end, 1.0
+        )
+    return Comparison(recipe, result, report, views)
 
 
 def _read(path: Path, spec: PreprocessSpec, loaded: LoadedModel, limit: int | None):

@@ -75,7 +75,11 @@ class MainWindow(QMainWindow):
         self.opener.running_changed.connect(self.job_progress.set_running)
         self.opener.running_changed.connect(self._on_opening)
         self.job_progress.cancel_button.clicked.connect(self.cancel_job)
+        self.shown_layer: str | None = None
         self.layer_table.layer_selected.connect(self.show_layer)
+        self.histogram.threshold_dragged.connect(self.set_threshold)
+        self.session.result_changed.connect(self._refresh_layer)
+        self.session.recipe_changed.connect(self._refresh_layer)
         self.layer_table.selection_changed.connect(self.settings_panel.set_selected_layers)
         self.settings_panel.edit_requested.connect(self.push_recipe)
         self.live.progressed.connect(self._on_comparison_progress)
@@ -150,13 +154,45 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Cancelled.", 3000)
 
     def show_layer(self, name: str) -> None:
+        """The layer's weights, with the latest comparison's optimized weights and prune threshold."""
+        self.shown_layer = name
         if self.report is None or name not in self.report.stats:
             self.histogram.clear()
             self.heatmap.clear()
             return
         stats = self.report.stats[name]
-        self.histogram.show_stats(name, stats)
-        self.heatmap.show_stats(name, stats)
+        result = self.session.result
+        view = None if result is None else result.views.get(name)
+        self.histogram.show_stats(name, stats, None if view is None else view.stats, self._threshold(name))
+        self.heatmap.show_stats(name, stats, None if view is None else view.stats)
+
+    def _threshold(self, name: str) -> float | None:
+        """The recipe's threshold for the layer, or the magnitude its sparsity cut at in the latest
+        comparison of the current recipe; None when the layer is not pruned elementwise."""
+        recipe, result = self.session.recipe, self.session.result
+        prune = None if recipe is None else recipe.settings_for(name).prune
+        if prune is None or prune.structure == "channel":
+            return None
+        if prune.threshold is not None:
+            return prune.threshold
+        view = result.views.get(name) if result is not None and self.session.result_is_current else None
+        return None if view is None else view.threshold
+
+    def _refresh_layer(self, *_args: object) -> None:
+        if self.shown_layer is not None:
+            self.show_layer(self.shown_layer)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Prune the selected layers (or the shown one) below this magnitude: one undoable edit."""
+        names = self.layer_table.selected_names() or ([self.shown_layer] if self.shown_layer else [])
+        recipe = self.session.recipe
+        if recipe is None or not names:
+            return
+        spec = {"structure": "unstructured", "threshold": float(threshold), "scope": "layer"}
+        for name in names:
+            recipe = recipe.with_layer(name, prune=spec)
+        where = names[0] if len(names) == 1 else f"{len(names)} layers"
+        self.push_recipe(recipe, f"Prune threshold {threshold:.3g} ({where})")
 
     def push_recipe(self, recipe: Recipe, text: str, merge_key: str = "") -> None:
         """An undoable recipe edit (it is applied at once)."""
