@@ -78,6 +78,7 @@ class MainWindow(QMainWindow):
         self.shown_layer: str | None = None
         self.layer_table.layer_selected.connect(self.show_layer)
         self.histogram.threshold_dragged.connect(self.set_threshold)
+        self.settings_panel.suggest_threshold = lambda: self.histogram.threshold
         self.session.result_changed.connect(self._refresh_layer)
         self.session.recipe_changed.connect(self._refresh_layer)
         self.layer_table.selection_changed.connect(self.settings_panel.set_selected_layers)

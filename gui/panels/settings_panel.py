@@ -7,6 +7,7 @@ It re-reads the Session whenever the recipe or the selection changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, replace
 
 from PySide6.QtCore import Qt, Signal
@@ -27,8 +28,13 @@ from slimscope.core.recipe import LayerSettings, PruneSpec, QuantSpec, Recipe
 from slimscope.core.session import Session
 
 STRUCTURES = ("unstructured", "2:4", "channel")
+AMOUNTS = ("sparsity", "threshold")  # how much to prune: a target fraction, or a magnitude cut
 WEIGHT_BITS = (8, 16, 7, 6, 5, 4, 3, 2)
+ACTIVATION_BITS = (8, 16)
 GRANULARITIES = ("per_channel", "per_tensor")
+CALIBRATIONS = ("minmax", "percentile", "entropy")
+THRESHOLD_MAX = 1e6
+DEFAULT_THRESHOLD = 0.01
 SLIDER_STEPS = 100  # the slider moves in whole percent; the spin box holds the exact value
 MAX_SPARSITY = 0.99
 
@@ -41,6 +47,8 @@ class SettingsPanel(QWidget):
         self.session = session
         self.selected: list[str] = []
         self._syncing = False
+        # The window sets this: the magnitude the current pruning cuts at (the histogram's lines), if known.
+        self.suggest_threshold: Callable[[], float | None] | None = None
         self.target_label = QLabel()
         self.defaults_mode = QCheckBox("Edit the defaults (all layers)")
         self.prune_box = QGroupBox("Prune", checkable=True)
@@ -48,11 +56,21 @@ class SettingsPanel(QWidget):
         self.structure.addItems(STRUCTURES)
         self.sparsity_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=SLIDER_STEPS - 1)
         self.sparsity_spin = QDoubleSpinBox(minimum=0.0, maximum=MAX_SPARSITY, singleStep=0.05, decimals=3)
+        self.amount = QComboBox()
+        self.amount.addItems(AMOUNTS)
+        self.threshold_spin = QDoubleSpinBox(minimum=0.0, maximum=THRESHOLD_MAX, decimals=5, singleStep=0.001)
+        self.rank_globally = QCheckBox("Rank weights across all layers")
         self.quant_box = QGroupBox("Quantize", checkable=True)
         self.weight_bits = QComboBox()
         self.weight_bits.addItems([str(bits) for bits in WEIGHT_BITS])
+        self.activation_bits = QComboBox()
+        self.activation_bits.addItems([str(bits) for bits in ACTIVATION_BITS])
         self.granularity = QComboBox()
         self.granularity.addItems(GRANULARITIES)
+        self.symmetric = QCheckBox("Symmetric weights")
+        self.activation_symmetric = QCheckBox("Symmetric activations")
+        self.calibration = QComboBox()
+        self.calibration.addItems(CALIBRATIONS)
         self._set_tooltips()
         self._lay_out()
         self.defaults_mode.toggled.connect(self.sync)
@@ -60,9 +78,16 @@ class SettingsPanel(QWidget):
         self.structure.currentTextChanged.connect(lambda _t: self._edit_prune("Pruning structure"))
         self.sparsity_slider.valueChanged.connect(self._on_slider)
         self.sparsity_spin.valueChanged.connect(self._on_spin)
+        self.amount.currentTextChanged.connect(lambda _t: self._edit_prune("Prune by"))
+        self.threshold_spin.valueChanged.connect(lambda _v: self._edit_prune("Threshold", merge=True))
+        self.rank_globally.toggled.connect(lambda _on: self._edit_prune("Ranking"))
         self.quant_box.toggled.connect(lambda _on: self._edit_quant("Quantize on/off"))
         self.weight_bits.currentTextChanged.connect(lambda _t: self._edit_quant("Weight bits"))
+        self.activation_bits.currentTextChanged.connect(lambda _t: self._edit_quant("Activation bits"))
         self.granularity.currentTextChanged.connect(lambda _t: self._edit_quant("Granularity"))
+        self.symmetric.toggled.connect(lambda _on: self._edit_quant("Weight symmetry"))
+        self.activation_symmetric.toggled.connect(lambda _on: self._edit_quant("Activation symmetry"))
+        self.calibration.currentTextChanged.connect(lambda _t: self._edit_quant("Calibration"))
         session.recipe_changed.connect(self.sync)
         self.sync()
 
@@ -74,9 +99,20 @@ class SettingsPanel(QWidget):
             "along the inputs; channel: whole output channels (smaller and faster)",
             self.sparsity_slider: "Fraction of weights (or, for channel, of output channels) removed",
             self.sparsity_spin: "Fraction of weights (or, for channel, of output channels) removed",
+            self.amount: "sparsity: remove this fraction of the weights; threshold: zero every weight with "
+            "|w| below a magnitude (drag the dashed lines on the histogram to set it)",
+            self.threshold_spin: "Weights with a magnitude below this become zero",
+            self.rank_globally: "One magnitude cut across every layer that follows the defaults, reaching the "
+            "sparsity together (layers with many small weights lose more); off: each layer reaches it alone",
             self.quant_box: "Store and run the selected layers in integers (onnxruntime QDQ)",
             self.weight_bits: "8: int8 (fast); 4: int4 (smaller, slower on CPU); 2-7: simulated in int8; 16: int16",
+            self.activation_bits: "8: uint8/int8 activations (fast kernels); 16: int16 (more accurate, slower)",
             self.granularity: "One scale per output channel (more accurate) or one for the whole weight",
+            self.symmetric: "Weights quantized around zero (no zero point): what fast int8 kernels expect",
+            self.activation_symmetric: "Activations around zero (int8); off: asymmetric uint8, which "
+            "onnxruntime's fast U8S8 kernels need",
+            self.calibration: "How activation ranges are chosen from the calibration data: minmax (every "
+            "value), percentile (ignores rare outliers), entropy (keeps the distribution's information)",
         }
         for widget, tip in tips.items():
             widget.setToolTip(tip)
@@ -87,10 +123,19 @@ class SettingsPanel(QWidget):
         sparsity.addWidget(self.sparsity_spin)
         prune_form = QFormLayout(self.prune_box)
         prune_form.addRow("Structure", self.structure)
+        prune_form.addRow("Prune by", self.amount)
         prune_form.addRow("Sparsity", sparsity)
+        self._sparsity_row = sparsity
+        prune_form.addRow("Threshold", self.threshold_spin)
+        prune_form.addRow(self.rank_globally)
+        self._prune_form = prune_form
         quant_form = QFormLayout(self.quant_box)
         quant_form.addRow("Weight bits", self.weight_bits)
+        quant_form.addRow("Activation bits", self.activation_bits)
         quant_form.addRow("Granularity", self.granularity)
+        quant_form.addRow("Calibration", self.calibration)
+        quant_form.addRow(self.symmetric)
+        quant_form.addRow(self.activation_symmetric)
         layout = QVBoxLayout(self)
         layout.addWidget(self.target_label)
         layout.addWidget(self.defaults_mode)
@@ -137,13 +182,35 @@ class SettingsPanel(QWidget):
                     self.structure.addItem(prune.structure)  # another N:M, as the recipe file says
                 self.structure.setCurrentText(prune.structure)
                 self._show_sparsity(prune.sparsity or 0.0)
+                self.amount.setCurrentText("threshold" if prune.threshold is not None else "sparsity")
+                if prune.threshold is not None:
+                    self.threshold_spin.setValue(prune.threshold)
+                self.rank_globally.setChecked(prune.scope == "global")
+            self._show_prune_rows(prune)
             quant = settings.quantize
             self.quant_box.setChecked(quant is not None)
             if quant is not None:
                 self.weight_bits.setCurrentText(str(quant.weight_bits))
+                self.activation_bits.setCurrentText(str(quant.activation_bits))
                 self.granularity.setCurrentText(quant.granularity)
+                self.calibration.setCurrentText(quant.calibration)
+                self.symmetric.setChecked(quant.symmetric)
+                self.activation_symmetric.setChecked(quant.activation_symmetric)
         finally:
             self._syncing = False
+
+    def _show_prune_rows(self, prune: PruneSpec | None) -> None:
+        """Only the rows that apply: N:M has no amount; a threshold has no sparsity and no ranking."""
+        n_m = prune is not None and prune.n is not None
+        by_threshold = prune is not None and prune.threshold is not None
+        channel = prune is not None and prune.structure == "channel"
+        for field, visible in (
+            (self.amount, not n_m and not channel),
+            (self._sparsity_row, not n_m and not by_threshold),
+            (self.threshold_spin, by_threshold),
+            (self.rank_globally, not n_m and not by_threshold and not self.targets),
+        ):
+            self._prune_form.setRowVisible(field, visible)
 
     def _show_sparsity(self, value: float) -> None:
         self.sparsity_spin.setValue(value)
@@ -172,17 +239,34 @@ class SettingsPanel(QWidget):
             return None
         base = self._shown_settings(recipe).prune or recipe.defaults.prune or PruneSpec()
         structure = self.structure.currentText()
-        sparsity = None if ":" in structure else self.sparsity_spin.value()
-        # A sparsity set on chosen layers is theirs alone; the defaults keep their ranking scope.
-        scope = "layer" if self.targets else base.scope
-        return replace(base, structure=structure, sparsity=sparsity, threshold=None, scope=scope)
+        if ":" in structure:
+            return replace(base, structure=structure, sparsity=None, threshold=None, scope="layer")
+        if self.amount.currentText() == "threshold" and structure != "channel":
+            threshold = self.threshold_spin.value()
+            if not threshold and base.threshold is None:  # switching to a threshold: start where the cut is
+                threshold = (
+                    self.suggest_threshold() if self.suggest_threshold else None
+                ) or DEFAULT_THRESHOLD
+            return replace(base, structure=structure, sparsity=None, threshold=threshold, scope="layer")
+        # A sparsity set on chosen layers is theirs alone; the defaults rank as the check box says.
+        scope = "global" if not self.targets and self.rank_globally.isChecked() else "layer"
+        return replace(
+            base, structure=structure, sparsity=self.sparsity_spin.value(), threshold=None, scope=scope
+        )
 
     def _quant_spec(self, recipe: Recipe) -> QuantSpec | None:
         if not self.quant_box.isChecked():
             return None
         base = self._shown_settings(recipe).quantize or recipe.defaults.quantize or QuantSpec()
-        granularity = self.granularity.currentText()
-        return replace(base, weight_bits=int(self.weight_bits.currentText()), granularity=granularity)  # type: ignore[arg-type]
+        return replace(
+            base,
+            weight_bits=int(self.weight_bits.currentText()),
+            activation_bits=int(self.activation_bits.currentText()),
+            granularity=self.granularity.currentText(),
+            calibration=self.calibration.currentText(),
+            symmetric=self.symmetric.isChecked(),
+            activation_symmetric=self.activation_symmetric.isChecked(),
+        )
 
     def _edit_prune(self, what: str, merge: bool = False) -> None:
         if not self._syncing and self.session.recipe is not None:
