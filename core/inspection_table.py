@@ -69,3 +69,15 @@ def _dims(shape) -> str:
 
 def _fit(name: str) -> str:
     return name if len(name) <= _NAME_WIDTH else "…" + name[-(_NAME_WIDTH - 1) :]
+
+
+def short_layer_name(name: str, limit: int | None = None) -> str:
+    """`name` without the path segments exporters repeat: PyTorch's exporter names a node after each module
+    ("/blocks/blocks.3/…"), so a segment that the next one merely extends is dropped. With `limit`, what is
+    still longer keeps its end (where the op and the module index are)."""
+    parts = name.split("/")
+    kept = [
+        part for part, after in zip(parts, [*parts[1:], ""], strict=True) if not after.startswith(part + ".")
+    ]
+    short = "/".join(kept)
+    return short if limit is None or len(short) <= limit else "…" + short[-(limit - 1) :]

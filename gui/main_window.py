@@ -125,7 +125,7 @@ class MainWindow(QMainWindow):
         splitter = QSplitter(Qt.Orientation.Horizontal)
         for widget in (self.layer_table, self.views, tuning):
             splitter.addWidget(widget)
-        splitter.setSizes([700, 420, 380])  # the table needs room for its number columns
+        splitter.setSizes([600, 520, 380])  # the table's number columns; two sparsity maps side by side
         self.splitters = {"main": splitter, "plots": plots, "tuning": tuning}
         return splitter
 

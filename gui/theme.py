@@ -111,13 +111,17 @@ def apply_theme(choice: str, app: QApplication | None = None, system: Qt.ColorSc
 
 def style_plot(plot: pg.PlotWidget) -> None:
     """Colour one plot for the current scheme: background, every axis in its scene (colour bars' too),
-    and the title."""
+    legends and the title."""
     foreground = pg.getConfigOption("foreground")
     plot.setBackground(pg.getConfigOption("background"))
     for item in plot.scene().items():
         if isinstance(item, pg.AxisItem):
             item.setPen(foreground)
             item.setTextPen(foreground)
+        elif isinstance(item, pg.LegendItem):
+            item.setLabelTextColor(foreground)
+            for _sample, label in item.items:
+                label.setText(label.text, color=foreground)
     title = plot.getPlotItem().titleLabel
     title.setText(title.text, color=foreground)
 

@@ -17,13 +17,13 @@ from slimscope.gui.theme import set_status_colour
 
 ROWS = ("accuracy", "agreement", "sqnr_db", "latency_ms", "size_bytes", "gzip_bytes", "nonzero_params")
 ROW_TITLES = {"accuracy": "top-1 accuracy", "agreement": "top-1 agreement", "sqnr_db": "output SQNR",
-              "latency_ms": "latency (1 thread)", "size_bytes": "file size", "gzip_bytes": "gzip size",
+              "latency_ms": "latency", "size_bytes": "file size", "gzip_bytes": "gzip size",
               "nonzero_params": "non-zero weights"}  # fmt: skip
 ROW_TOOLTIPS = {
     "accuracy": "Share of samples whose top class is the label (labelled data only)",
     "agreement": "Share of samples where the optimized model's top class equals the original's",
     "sqnr_db": "Signal-to-quantization-noise ratio of the outputs: higher is closer to the original",
-    "latency_ms": "Median time of one batch-1 inference in onnxruntime on one thread, both models timed "
+    "latency_ms": "Median time of one batch-1 inference in onnxruntime on one CPU thread, both models timed "
     "interleaved; change is the speed-up",
     "size_bytes": "The ONNX file's size",
     "gzip_bytes": "The file's size after gzip: what zeroed (pruned) weights save on disk or over the air",
@@ -93,6 +93,8 @@ class ComparisonPanel(QWidget):
             self.table.verticalHeaderItem(row).setToolTip(ROW_TOOLTIPS[key])
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(False)
+        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         for row in range(len(ROWS)):
             for column in range(len(COLUMNS)):
                 item = QTableWidgetItem("")

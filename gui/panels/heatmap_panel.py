@@ -42,8 +42,8 @@ class HeatmapPanel(QWidget):
         )
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.plot)
-        layout.addWidget(self.optimized_plot)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.optimized_plot, 1)
 
     def show_stats(self, name: str, stats: LayerStats, optimized: LayerStats | None = None) -> None:
         self.plot.setTitle(f"Sparsity of {name}", size="9pt")

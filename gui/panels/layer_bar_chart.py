@@ -16,20 +16,16 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QCursor, QFontMetricsF
 from PySide6.QtWidgets import QToolTip
 
+from slimscope.core.inspection_table import short_layer_name
+
 BAR_HEIGHT = 0.8  # of a row: a small gap between bars
 VISIBLE_ROWS = 30  # rows shown at first; the rest are a scroll (drag or wheel) away
 NAME_CHARS = 34  # axis labels longer than this are cut at the front (the tooltip has the full name)
 
 
 def short_name(name: str, limit: int = NAME_CHARS) -> str:
-    """`name` shortened for an axis label: exporter paths repeat each module ("/blocks/blocks.3/…"), so
-    a segment that the next one merely extends is dropped; what is still too long keeps its end."""
-    parts = name.split("/")
-    kept = [
-        part for part, after in zip(parts, [*parts[1:], ""], strict=True) if not after.startswith(part + ".")
-    ]
-    short = "/".join(kept)
-    return short if len(short) <= limit else "…" + short[-(limit - 1) :]
+    """`name` shortened for an axis label (what is still too long keeps its end)."""
+    return short_layer_name(name, limit)
 
 
 class LayerAxis(pg.AxisItem):

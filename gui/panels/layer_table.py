@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTableV
 from slimscope.core.comparison import Comparison
 from slimscope.core.evaluate import LayerError
 from slimscope.core.inspection import ModelReport
-from slimscope.core.inspection_table import human_count
+from slimscope.core.inspection_table import human_count, short_layer_name
 from slimscope.core.layers import Layer
 from slimscope.core.recipe import LayerOverride, LayerSettings, Recipe
 from slimscope.core.session import Session
@@ -67,7 +67,7 @@ def _cells(layer: Layer, stats: LayerStats | None) -> list[tuple[str, Any]]:
         sparsity = (f"{stats.sparsity:.1%}", stats.sparsity)
         low, high = (f"{stats.min:+.3g}", stats.min), (f"{stats.max:+.3g}", stats.max)
     settings, error = ("", ""), ("", UNMEASURED_KEY)  # filled by set_recipe and set_layer_errors
-    name, params = (layer.name, layer.name), (human_count(layer.params), layer.params)
+    name, params = (short_layer_name(layer.name), layer.name), (human_count(layer.params), layer.params)
     return [name, (op, op), params, macs, sparsity, settings, error, shape, low, high]
 
 
@@ -200,7 +200,7 @@ class LayerTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return text
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltips.get((row, column), text)
+            return self._tooltips.get((row, column), value if column == 0 else text)  # the full layer name
         if role == SORT_ROLE:
             return value if not isinstance(value, tuple) else list(value)
         if role == Qt.ItemDataRole.TextAlignmentRole and column not in TEXT_COLUMNS:
@@ -239,6 +239,7 @@ class LayerTablePanel(QWidget):
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(SORT_ROLE)
         self.proxy.setFilterKeyColumn(0)
+        self.proxy.setFilterRole(SORT_ROLE)  # the full layer name, not the shortened one shown
         self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.filter_edit = QLineEdit(placeholderText="Filter layers by name…", clearButtonEnabled=True)
         self.filter_edit.setToolTip("Show only layers whose name contains this text")
@@ -295,7 +296,7 @@ class LayerTablePanel(QWidget):
     def select_layer(self, name: str) -> None:
         """Make the layer `name` current and scroll to it, clearing a filter that hides it."""
         found = self.model.match(
-            self.model.index(0, 0), Qt.ItemDataRole.DisplayRole, name, 1, Qt.MatchFlag.MatchExactly
+            self.model.index(0, 0), SORT_ROLE, name, 1, Qt.MatchFlag.MatchExactly
         )
         if not found:
             return
@@ -311,7 +312,7 @@ class LayerTablePanel(QWidget):
         return [self.model.layer_name(row) for row in rows]
 
     def visible_names(self) -> list[str]:
-        return [self.proxy.index(row, 0).data() for row in range(self.proxy.rowCount())]
+        return [self.proxy.index(row, 0).data(SORT_ROLE) for row in range(self.proxy.rowCount())]
 
     def _on_current_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if current.isValid():

@@ -2,7 +2,7 @@
 remembered between starts, and "system" following the system's colour scheme as it changes."""
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QEvent, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -85,10 +85,7 @@ def test_the_choice_is_remembered_by_the_next_window(window, qtbot):
         assert window_colour().lightness() < 60
         assert plot_background(second.histogram.plot) == DARK_BACKGROUND
     finally:
-        second.live.shutdown()
-        second.close()
-        second.deleteLater()
-        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        second.close()  # ends its worker process; pytest-qt deletes the window
 
 
 def test_system_follows_the_system_scheme_and_a_fixed_choice_does_not(window):
