@@ -16,7 +16,7 @@ from slimscope.core.errors import DatasetError, OptimizeError
 from slimscope.core.layers import find_layers
 from slimscope.core.model import LoadedModel
 from slimscope.core.prune.unstructured import prune_weights
-from slimscope.core.recipe import LayerSettings, PruneSpec, QuantSpec, Recipe
+from slimscope.core.recipe import INHERIT, LayerSettings, PruneSpec, QuantSpec, Recipe
 from slimscope.core.tasks import Progress, Task
 
 DEFAULT_CALIBRATION_SAMPLES = 256
@@ -120,13 +120,22 @@ def _quantize(
     pruned_from: onnx.ModelProto | None = None,
 ):
     from slimscope.core.quantize import iter_quantize
+    from slimscope.core.quantize.boundary_layers import keep_first_last
 
     if calibration is None or len(calibration) == 0:
         raise DatasetError("The recipe quantizes layers, which needs calibration data (give --calib DATA).")
     count = int(recipe.data.get("calibration_samples", DEFAULT_CALIBRATION_SAMPLES))
     samples = np.asarray(calibration[:count])
+    explicit = [name for name, override in recipe.layers if override.quantize is not INHERIT]
+    quant, kept_notes = keep_first_last(result.model, quant, recipe.ptq.keep_first_last, explicit)
+    result.notes += kept_notes
     quantized = yield from iter_quantize(
-        result.model, quant, samples, cache=cache.calibration_cache(), pruned_from=pruned_from
+        result.model,
+        quant,
+        samples,
+        cache=cache.calibration_cache(),
+        pruned_from=pruned_from,
+        ptq=recipe.ptq,
     )
     result.calibration_cached = quantized.calibration_cached
     result.notes += quantized.notes

@@ -80,6 +80,16 @@ class QuantSpec:
 
 
 @dataclass(frozen=True)
+class PtqSpec:
+    """Whole-model aids to post-training quantization (the recipe's "ptq" section; all off by default)."""
+
+    equalize: bool = False  # cross-layer equalization of conv pairs before calibration
+    relu6_to_relu: bool = False  # let equalization cross ReLU6 by making it ReLU (changes the float model)
+    bias_correction: bool = False  # move each quantized layer's mean output error into its bias
+    keep_first_last: Literal["float", "int16"] | None = None  # the first and last layers' precision
+
+
+@dataclass(frozen=True)
 class LayerSettings:
     """What happens to one layer; None means the technique is not applied."""
 
@@ -110,6 +120,7 @@ class Recipe:
     defaults: LayerSettings
     layers: tuple[tuple[str, LayerOverride], ...] = ()
     data_json: str = ""  # the "data" section (preprocessing, calibration size) as canonical JSON
+    ptq: PtqSpec = PtqSpec()  # the "ptq" section
 
     @property
     def data(self) -> dict[str, Any]:
@@ -182,6 +193,14 @@ class Recipe:
                 data["defaults"][key] = _to_json(value)
         return parse_recipe(data)
 
+    def with_ptq(self, ptq: PtqSpec) -> Recipe:
+        """A new recipe with the "ptq" section replaced."""
+        data = self.to_dict()
+        data.pop("ptq", None)
+        if ptq != PtqSpec():
+            data["ptq"] = asdict(ptq)
+        return parse_recipe(data)
+
     def without_layer(self, name: str) -> Recipe:
         """A new recipe without `name`'s entry (the layer follows the defaults)."""
         return replace(self, layers=tuple(item for item in self.layers if item[0] != name))
@@ -195,6 +214,8 @@ class Recipe:
         }
         if self.data_json:
             result["data"] = self.data
+        if self.ptq != PtqSpec():  # written only when used, so older Slimscopes read everyday recipes
+            result["ptq"] = {k: v for k, v in asdict(self.ptq).items() if v != getattr(PtqSpec(), k)}
         return result
 
 
@@ -227,7 +248,10 @@ def parse_recipe(data: Mapping[str, Any]) -> Recipe:
     )
     data_section = data.get("data")
     data_json = json.dumps(data_section, sort_keys=True) if data_section else ""
-    recipe = Recipe(defaults, layers, data_json)
+    ptq = PtqSpec(**data.get("ptq", {}))
+    if ptq.relu6_to_relu and not ptq.equalize:
+        raise _error("only applies with 'equalize': true", None, "ptq.relu6_to_relu", False)
+    recipe = Recipe(defaults, layers, data_json, ptq)
     for name, _ in layers:
         _check(recipe.settings_for(name), name)
     return recipe
@@ -302,6 +326,11 @@ _EXPECTED = {
     "prune.round_to": "must be an integer from 1 to 256",
     "quantize.activation_symmetric": "must be true or false",
     "data": "must be an object with 'preprocess' and/or 'calibration_samples'",
+    "ptq": "must be an object with 'equalize', 'relu6_to_relu', 'bias_correction', 'keep_first_last'",
+    "ptq.equalize": "must be true or false",
+    "ptq.relu6_to_relu": "must be true or false",
+    "ptq.bias_correction": "must be true or false",
+    "ptq.keep_first_last": "must be 'float', 'int16' or null",
     "quantize": "must be an object or null",
     "quantize.weight_bits": "must be an integer from 2 to 8, or 16",
     "quantize.activation_bits": "must be 8 or 16",

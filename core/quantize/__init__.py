@@ -4,6 +4,8 @@
 - `calibration` — feeds from the user's data, onnxruntime's calibrators, `CalibrationCache`;
 - `prepare` — opset, node names and onnxruntime's pre-processing, on a copy;
 - `forms` — what each layer became, read back from the quantized graph;
+- `equalize`, `bias_correction`, `boundary_layers` — the recipe's "ptq" aids: cross-layer
+  equalization before calibration, bias correction after quantizing, first/last layers kept wide;
 - `runner` — `iter_quantize`, which ties them together.
 """
 

@@ -21,6 +21,7 @@ from onnxruntime.quantization.quant_utils import TENSOR_NAME_QUANT_SUFFIX
 from slimscope.core.errors import QuantizationError, RecipeError
 from slimscope.core.layers import Layer, find_layers
 from slimscope.core.model import default_opset
+from slimscope.core.quantize.bias_correction import iter_correct_bias
 from slimscope.core.quantize.calibration import (
     CalibrationCache,
     CalibrationData,
@@ -28,6 +29,7 @@ from slimscope.core.quantize.calibration import (
     iter_calibrate,
     model_digest,
 )
+from slimscope.core.quantize.equalize import equalize_model
 from slimscope.core.quantize.forms import Description, describe_layers
 from slimscope.core.quantize.ort_options import (
     OP_TYPES_TO_QUANTIZE,
@@ -36,7 +38,7 @@ from slimscope.core.quantize.ort_options import (
     translate_settings,
 )
 from slimscope.core.quantize.prepare import PreparedModel, prepare_model
-from slimscope.core.recipe import QuantSpec
+from slimscope.core.recipe import PtqSpec, QuantSpec
 from slimscope.core.tasks import Progress, Task
 
 _CHECKABLE_BYTES = 2**31 - 2**20  # onnx's checker takes models below protobuf's 2 GB only
@@ -59,6 +61,7 @@ def iter_quantize(
     *,
     cache: CalibrationCache | None = None,
     pruned_from: onnx.ModelProto | None = None,
+    ptq: PtqSpec | None = None,
 ) -> Generator[Progress, None, QuantizeResult]:
     """Quantize `model` layer by layer (None = keep float; layers not in `settings` get `QuantSpec()`).
 
@@ -66,6 +69,9 @@ def iter_quantize(
     looked up in `cache` first; closing the generator stops calibration and removes its files.
     `pruned_from`: the model `model` was pruned from (weights zeroed, graph unchanged); its prepared form
     is cached and reused for every later pruning of it instead of preparing each pruned copy.
+    `ptq`: cross-layer equalization of the prepared model before calibration (cached apart from the
+    plain prepared form, and so are its ranges) and bias correction after quantizing; its
+    `keep_first_last` is applied to `settings` by the caller (see boundary_layers.keep_first_last).
     """
     layers = find_layers(model, {})
     _check_settings(layers, settings)
@@ -74,13 +80,8 @@ def iter_quantize(
     cache = cache if cache is not None else CalibrationCache(max_entries=1)
     yield Progress(0.0, "Preparing the model for quantization")
     data = calibration_data(model, calibration)
-    model_hash = model_digest(model)
-    prepared = cache.prepared(model_hash, data.digest)
-    if prepared is None:
-        prepared = _derived_from_base(model, layers, data, cache, pruned_from)
-        if prepared is None:
-            prepared = prepare_model(model, layers, data.input_shapes)
-        cache.store_prepared(model_hash, data.digest, prepared, source=model)
+    ptq = ptq or PtqSpec()
+    prepared, model_hash = _prepared(model, layers, data, cache, pruned_from, ptq)
     options = translate_settings(
         prepared.model,
         find_layers(prepared.model, {}),
@@ -91,10 +92,14 @@ def iter_quantize(
     yield Progress(0.9, "Quantizing with onnxruntime")
     quantized, opset_note = _run_quantizer(prepared.model, options, ranges)
     _clamp_simulated(quantized, options.simulated)
+    corrected_notes: tuple[str, ...] = ()
+    if ptq.bias_correction:
+        corrected = yield from _scaled(iter_correct_bias(prepared.model, quantized, data.feeds), 0.92, 0.07)
+        quantized, corrected_notes = corrected.model, corrected.notes
     _check(quantized)
     description = describe_layers(model, quantized, settings, prepared.lost_layers)
     notes = [*prepared.notes, *data.notes, *options.notes, *([opset_note] if opset_note else [])]
-    notes += _notes(description)
+    notes += [*corrected_notes, *_notes(description)]
     yield Progress(1.0, "Quantized")
     return QuantizeResult(
         quantized,
@@ -104,6 +109,38 @@ def iter_quantize(
         cached,
         description.stored_weight_bytes,
     )
+
+
+def _prepared(
+    model: onnx.ModelProto,
+    layers: list[Layer],
+    data: CalibrationData,
+    cache: CalibrationCache,
+    pruned_from: onnx.ModelProto | None,
+    ptq: PtqSpec,
+) -> tuple[PreparedModel, str]:
+    """The prepared (and, if asked, equalized) model and the cache key its ranges are kept under.
+
+    The equalized form is cached under its own key, so that switching equalization on or off never
+    reuses ranges measured on the other form; it is made from the plain prepared form, which stays
+    cached for pruned copies to derive theirs from (their equalization scales are then computed afresh).
+    """
+    model_hash = model_digest(model)
+    key = f"{model_hash}+equalize{'+relu' if ptq.relu6_to_relu else ''}" if ptq.equalize else model_hash
+    prepared = cache.prepared(key, data.digest)
+    if prepared is not None:
+        return prepared, key
+    prepared = cache.prepared(model_hash, data.digest)
+    if prepared is None:
+        prepared = _derived_from_base(model, layers, data, cache, pruned_from)
+        if prepared is None:
+            prepared = prepare_model(model, layers, data.input_shapes)
+        cache.store_prepared(model_hash, data.digest, prepared, source=model)
+    if ptq.equalize:
+        equalized = equalize_model(prepared.model, relu6_to_relu=ptq.relu6_to_relu)
+        prepared = PreparedModel(equalized.model, (*prepared.notes, *equalized.notes), prepared.lost_layers)
+        cache.store_prepared(key, data.digest, prepared)
+    return prepared, key
 
 
 def _derived_from_base(
