@@ -30,6 +30,7 @@ def run_app(path: Path | None, *, trust: bool = False) -> int:
         QTimer.singleShot(int(quit_after), app.quit)
     app.aboutToQuit.connect(window.opener.cancel)
     app.aboutToQuit.connect(window.live.shutdown)
+    app.aboutToQuit.connect(window.analysis.shutdown)
     app.aboutToQuit.connect(window.stop_netron)
     try:
         return app.exec()

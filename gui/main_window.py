@@ -25,6 +25,7 @@ from slimscope.core.session import Session
 from slimscope.core.task_process import TaskProcess
 from slimscope.core.tasks import Progress
 from slimscope.gui import actions, errors, input_shape_prompt, settings, theme
+from slimscope.gui.analysis import Analysis
 from slimscope.gui.live_comparison import LiveComparison
 from slimscope.gui.panels.comparison_panel import ComparisonPanel
 from slimscope.gui.panels.heatmap_panel import HeatmapPanel
@@ -34,6 +35,7 @@ from slimscope.gui.panels.job_progress import JobProgress
 from slimscope.gui.panels.layer_error_panel import LayerErrorPanel
 from slimscope.gui.panels.layer_table import LayerTablePanel
 from slimscope.gui.panels.overview_panel import OverviewPanel
+from slimscope.gui.panels.sensitivity_panel import SensitivityPanel
 from slimscope.gui.panels.settings_panel import SettingsPanel
 from slimscope.gui.trust_prompt import ask_to_trust, can_run_code
 from slimscope.gui.undo import RecipeEdit
@@ -56,6 +58,7 @@ class MainWindow(QMainWindow):
         # is never held by it, a native crash there is an error message, and the child keeps the model.
         self.worker_process = TaskProcess("slimscope-worker")
         self.live = LiveComparison(self.session, self.worker_process, self)
+        self.analysis = Analysis(self.session, self)  # sweeps and automatic recipes: a process of their own
         self.netron = NetronView()  # at most one graph served; stopped when the model changes or on quit
 
         self.layer_table = LayerTablePanel(self.session)
@@ -85,6 +88,8 @@ class MainWindow(QMainWindow):
         self.settings_panel.edit_requested.connect(self.push_recipe)
         self.live.progressed.connect(self._on_comparison_progress)
         self.live.failed.connect(lambda exc: errors.show_error(self, exc))
+        self.analysis.failed.connect(lambda _job, exc: errors.show_error(self, exc))
+        self.session.data_changed.connect(self.update_actions)
         self.undo_stack.cleanChanged.connect(self.update_actions)
         self.undo_stack.indexChanged.connect(self.update_actions)
         self.session.result_changed.connect(self.update_actions)
@@ -112,7 +117,11 @@ class MainWindow(QMainWindow):
         self.views.setTabToolTip(self.views.addTab(self.overview, "Model"), tip)
         tip = "Per-layer SQNR of the latest comparison, worst first; click a bar to select its layer"
         self.views.setTabToolTip(self.views.addTab(self.layer_errors, "Layer error"), tip)
-        for chart in (self.overview, self.layer_errors):
+        self.sensitivity = SensitivityPanel(self.session, self.analysis)
+        tip = "How much each layer alone costs when quantized or pruned, most sensitive first"
+        self.views.setTabToolTip(self.views.addTab(self.sensitivity, "Sensitivity"), tip)
+        self.sensitivity.rows_shown.connect(self.layer_table.set_sensitivity)
+        for chart in (self.overview, self.layer_errors, self.sensitivity):
             chart.layer_clicked.connect(self.layer_table.select_layer)
         self.history = HistoryPanel(self.session)
         tip = "Every recipe evaluated, quality vs latency and size; click a point to go back to its recipe"
@@ -285,5 +294,6 @@ class MainWindow(QMainWindow):
         settings.save_layout(self, self.splitters)
         self.opener.cancel()
         self.live.shutdown()
+        self.analysis.shutdown()
         self.stop_netron()
         super().closeEvent(event)

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWi
 
 from slimscope.core.comparison import Comparison
 from slimscope.core.history import METRIC_TITLES, History, HistoryEntry, ModelPoint, recipe_summary
+from slimscope.core.recipe import Recipe
 from slimscope.core.session import Session
 
 ORIGINAL = "original"  # the data of the original model's star (not a recipe: clicking it does nothing)
@@ -24,6 +25,7 @@ CURRENT_STYLE = {
     "pen": pg.mkPen("#d95f02", width=3),
     "brush": pg.mkBrush("#fdb863"),
 }
+AUTO_STYLE = {"symbol": "d", "size": 12, "pen": pg.mkPen("#5e3c99"), "brush": pg.mkBrush(94, 60, 153, 170)}
 ORIGINAL_STYLE = {"symbol": "star", "size": 18, "pen": pg.mkPen("#7a5c00"), "brush": pg.mkBrush("#f2c12e")}
 
 
@@ -67,15 +69,16 @@ class HistoryPlot(pg.PlotWidget):
         self.addItem(self.path)
         self.addItem(self.scatter)
 
-    def show_history(self, history: History, current: HistoryEntry | None) -> None:
+    def show_history(
+        self, history: History, current: HistoryEntry | None, marked: frozenset[Recipe] = frozenset()
+    ) -> None:
+        """Every entry as a point (`marked` recipes, the automatic recipe's candidates, as diamonds)."""
         placed = [(entry, self._place(entry.point, history.metric)) for entry in history]
         placed = [(entry, xy) for entry, xy in placed if xy is not None]
         xs = [xy[0] for _, xy in placed]
         ys = [xy[1] for _, xy in placed]
         self.path.setData(xs, ys)
-        spots = [
-            {"pos": xy, "data": e, **(CURRENT_STYLE if e is current else POINT_STYLE)} for e, xy in placed
-        ]
+        spots = [{"pos": xy, "data": e, **_style(e, current, marked)} for e, xy in placed]
         original = None if history.original is None else self._place(history.original, history.metric)
         if original is not None:
             spots.insert(0, {"pos": original, "data": ORIGINAL, **ORIGINAL_STYLE})
@@ -86,6 +89,12 @@ class HistoryPlot(pg.PlotWidget):
         return None if x is None or y is None else (x, y)
 
 
+def _style(entry: HistoryEntry, current: HistoryEntry | None, marked: frozenset[Recipe]) -> dict:
+    if entry is current:
+        return CURRENT_STYLE
+    return AUTO_STYLE if entry.recipe in marked else POINT_STYLE
+
+
 class HistoryPanel(QWidget):
     recipe_requested = Signal(object)  # Recipe: the user clicked its point
 
@@ -93,6 +102,7 @@ class HistoryPanel(QWidget):
         super().__init__(parent)
         self.session = session
         self.history = History()
+        self.candidates: set[Recipe] = set()  # recipes the automatic recipe verified (drawn as diamonds)
         self.status = QLabel()
         self.clear_button = QPushButton("Clear")
         self.clear_button.setToolTip("Forget every point (the recipes themselves are kept in undo)")
@@ -129,14 +139,20 @@ class HistoryPanel(QWidget):
             self.history.add(result)
             self.redraw()
 
+    def add_candidate(self, comparison: Comparison) -> None:
+        """A recipe the automatic recipe verified: a point like any other, marked as a candidate."""
+        self.candidates.add(comparison.recipe)
+        self.add_result(comparison)
+
     def clear(self, *_args: object) -> None:
         self.history.clear()
+        self.candidates.clear()
         self.redraw()
 
     def redraw(self, *_args: object) -> None:
         current = self.history.entry_for(self.session.recipe)
         for plot in self.plots:
-            plot.show_history(self.history, current)
+            plot.show_history(self.history, current, frozenset(self.candidates))
         metric = self.history.metric
         title = METRIC_TITLES[metric] if metric else "quality"
         unit = " (dB)" if metric == "sqnr_db" else " (%)"
@@ -159,7 +175,8 @@ class HistoryPanel(QWidget):
     def _tip(self, x: float, y: float, data: object) -> str:
         metric = self.history.metric
         if isinstance(data, HistoryEntry):
-            return f"#{data.number}: {point_text(data.point, metric)}\n{recipe_summary(data.recipe)}"
+            auto = "\nautomatic recipe candidate" if data.recipe in self.candidates else ""
+            return f"#{data.number}: {point_text(data.point, metric)}\n{recipe_summary(data.recipe)}{auto}"
         if self.history.original is not None:
             return f"Original model: {point_text(self.history.original, metric)}"
         return ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from PySide6.QtCore import (
@@ -25,11 +25,14 @@ from slimscope.core.inspection import ModelReport
 from slimscope.core.inspection_table import human_count, short_layer_name
 from slimscope.core.layers import Layer
 from slimscope.core.recipe import LayerOverride, LayerSettings, Recipe
+from slimscope.core.sensitivity import SensitivityRow
 from slimscope.core.session import Session
 from slimscope.core.stats import LayerStats
 
 # The columns worth seeing at once come first; shape and the weight range are a scroll away.
-COLUMNS = ("name", "op", "params", "MACs", "sparsity", "settings", "error dB", "shape", "min", "max")
+COLUMNS = (
+    "name", "op", "params", "MACs", "sparsity", "settings", "error dB", "sensitivity", "shape", "min", "max",
+)  # fmt: skip
 HEADER_TOOLTIPS = {
     "name": "The layer's node name in the graph",
     "op": "Operator type; dw: depthwise convolution",
@@ -39,17 +42,22 @@ HEADER_TOOLTIPS = {
     "settings": "What the recipe does to this layer: share of weights pruned (ch: whole channels) and weight "
     "bits; bold: the layer's own settings rather than the defaults",
     "error dB": "Output SQNR of this layer in the latest comparison; higher is better",
+    "sensitivity": "What the setting chosen in the Sensitivity tab costs when applied to this layer alone: "
+    "the drop in accuracy or agreement (points), or output SQNR (dB) for a model that is not a classifier; "
+    "ascending sort puts the most sensitive layers first",
     "shape": "Shape of the weight tensor",
     "min": "Smallest weight",
     "max": "Largest weight",
 }
 SETTINGS_COLUMN, ERROR_COLUMN = COLUMNS.index("settings"), COLUMNS.index("error dB")
+SENSITIVITY_COLUMN = COLUMNS.index("sensitivity")
 TEXT_COLUMNS = {COLUMNS.index(name) for name in ("name", "op", "settings", "shape")}  # the rest: numbers
 MIN_NAME_WIDTH = 140  # pixels: a narrower table scrolls sideways rather than cut names to nothing
 SORT_ROLE = Qt.ItemDataRole.UserRole  # the raw value, so numbers sort as numbers
 # Error backgrounds: translucent, so that the text stays readable on a light and on a dark base.
 POOR_DB, FAIR_DB = 15.0, 25.0
 POOR_BACKGROUND, FAIR_BACKGROUND = QColor(220, 50, 47, 110), QColor(240, 170, 40, 100)
+POOR_DROP_PT, FAIR_DROP_PT = 2.0, 0.5  # a layer alone costing this many points (or more) is red, amber
 # Sort keys that keep error sorting numeric: an identical layer ranks above every measured one, and
 # an unmeasured layer (or no comparison yet) after all of them.
 IDENTICAL_KEY, UNMEASURED_KEY = sys.float_info.max, math.inf
@@ -67,8 +75,9 @@ def _cells(layer: Layer, stats: LayerStats | None) -> list[tuple[str, Any]]:
         sparsity = (f"{stats.sparsity:.1%}", stats.sparsity)
         low, high = (f"{stats.min:+.3g}", stats.min), (f"{stats.max:+.3g}", stats.max)
     settings, error = ("", ""), ("", UNMEASURED_KEY)  # filled by set_recipe and set_layer_errors
+    sensitivity = ("", UNMEASURED_KEY)  # filled by set_sensitivity
     name, params = (short_layer_name(layer.name), layer.name), (human_count(layer.params), layer.params)
-    return [name, (op, op), params, macs, sparsity, settings, error, shape, low, high]
+    return [name, (op, op), params, macs, sparsity, settings, error, sensitivity, shape, low, high]
 
 
 def settings_text(settings: LayerSettings) -> str:
@@ -125,13 +134,44 @@ def error_background(sqnr_db: float | None) -> QColor | None:
     return FAIR_BACKGROUND if sqnr_db < FAIR_DB else None
 
 
+def sensitivity_cell(row: SensitivityRow | None) -> tuple[str, float, str]:
+    """(text, sort key, tooltip) of a layer's sensitivity: the drop in points ("0.4 pt"), or the output
+    SQNR when the model is not a classifier. Sort keys ascend from the most sensitive layer (largest drop,
+    lowest SQNR); layers not probed, or the setting not applicable to them, sort last."""
+    if row is None:
+        return "", UNMEASURED_KEY, "Not probed (run a sweep in the Sensitivity tab)"
+    if not row.applied:
+        return "n/a", UNMEASURED_KEY, f"{row.setting}: {row.note or 'does not apply to this layer'}"
+    on = f"{row.setting} on this layer alone, {row.samples} samples"
+    if row.drop is not None:
+        return f"{100 * row.drop:.1f} pt", -row.drop, f"{on}: drop {100 * row.drop:.2f} points"
+    if row.sqnr_db is None:
+        return "", UNMEASURED_KEY, f"{on}: not measured"
+    if math.isinf(row.sqnr_db):
+        return "identical", IDENTICAL_KEY, f"{on}: the outputs are unchanged"
+    return f"{row.sqnr_db:.1f} dB", row.sqnr_db, f"{on}: output SQNR {row.sqnr_db:.2f} dB"
+
+
+def sensitivity_background(row: SensitivityRow | None) -> QColor | None:
+    """Red for a layer whose drop alone is large, amber for a medium one; by SQNR like the error column
+    when the model is not a classifier."""
+    if row is None or not row.applied:
+        return None
+    if row.drop is None:
+        return error_background(row.sqnr_db)
+    points = 100 * row.drop
+    if points >= POOR_DROP_PT:
+        return POOR_BACKGROUND
+    return FAIR_BACKGROUND if points >= FAIR_DROP_PT else None
+
+
 class LayerTableModel(QAbstractTableModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._rows: list[list[tuple[str, Any]]] = []
         self._names: list[str] = []
         self._tooltips: dict[tuple[int, int], str] = {}  # (row, column) → tooltip when not the text
-        self._backgrounds: dict[int, QColor] = {}  # row → error column background
+        self._backgrounds: dict[tuple[int, int], QColor] = {}  # (row, column) → background
         self._own_settings: set[int] = set()  # rows whose recipe entry overrides the defaults
 
     def set_report(self, report: ModelReport) -> None:
@@ -162,15 +202,29 @@ class LayerTableModel(QAbstractTableModel):
     def set_layer_errors(self, errors: Iterable[LayerError]) -> None:
         """The per-layer errors of a comparison; layers it does not name are left blank."""
         by_name = {error.name: error for error in errors}
-        self._backgrounds.clear()
         for row, name in enumerate(self._names):
             error = by_name.get(name)
             text, key, tooltip = error_cell(error)
             self._set_cell(row, ERROR_COLUMN, (text, key), tooltip)
-            background = error_background(None if error is None else error.sqnr_db)
-            if background is not None:
-                self._backgrounds[row] = background
+            self._set_background(
+                row, ERROR_COLUMN, error_background(None if error is None else error.sqnr_db)
+            )
         self._column_changed(ERROR_COLUMN)
+
+    def set_sensitivity(self, rows: Mapping[str, SensitivityRow]) -> None:
+        """Each layer's sensitivity to one setting (layer name → row); layers it does not name are blank."""
+        for row, name in enumerate(self._names):
+            found = rows.get(name)
+            text, key, tooltip = sensitivity_cell(found)
+            self._set_cell(row, SENSITIVITY_COLUMN, (text, key), tooltip)
+            self._set_background(row, SENSITIVITY_COLUMN, sensitivity_background(found))
+        self._column_changed(SENSITIVITY_COLUMN)
+
+    def _set_background(self, row: int, column: int, color: QColor | None) -> None:
+        if color is None:
+            self._backgrounds.pop((row, column), None)
+        else:
+            self._backgrounds[(row, column)] = color
 
     def _set_cell(self, row: int, column: int, cell: tuple[str, Any], tooltip: str | None) -> None:
         self._rows[row][column] = cell
@@ -205,8 +259,8 @@ class LayerTableModel(QAbstractTableModel):
             return value if not isinstance(value, tuple) else list(value)
         if role == Qt.ItemDataRole.TextAlignmentRole and column not in TEXT_COLUMNS:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.BackgroundRole and column == ERROR_COLUMN:
-            return self._backgrounds.get(row)
+        if role == Qt.ItemDataRole.BackgroundRole:
+            return self._backgrounds.get((row, column))
         if role == Qt.ItemDataRole.FontRole and column == SETTINGS_COLUMN and row in self._own_settings:
             font = QFont()
             font.setBold(True)
@@ -280,6 +334,10 @@ class LayerTablePanel(QWidget):
         """The per-layer errors of `result` (the headline-only first delivery has none yet)."""
         self.model.set_layer_errors(() if result is None else result.report.layers)
 
+    def set_sensitivity(self, rows: Mapping[str, SensitivityRow]) -> None:
+        """The sensitivity column: each layer's row of the setting shown in the Sensitivity tab."""
+        self.model.set_sensitivity(rows)
+
     def _fit_name_column(self) -> None:
         """Names as wide as they are, but leaving room for the columns up to the error (longer names are
         cut in the middle); done per model, then the column is the user's to drag."""
@@ -295,9 +353,7 @@ class LayerTablePanel(QWidget):
 
     def select_layer(self, name: str) -> None:
         """Make the layer `name` current and scroll to it, clearing a filter that hides it."""
-        found = self.model.match(
-            self.model.index(0, 0), SORT_ROLE, name, 1, Qt.MatchFlag.MatchExactly
-        )
+        found = self.model.match(self.model.index(0, 0), SORT_ROLE, name, 1, Qt.MatchFlag.MatchExactly)
         if not found:
             return
         if not self.proxy.mapFromSource(found[0]).isValid():

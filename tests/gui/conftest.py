@@ -45,13 +45,16 @@ def window(qtbot, error_calls):
 
     win = MainWindow()
     # pytest-qt closes its widgets before fixtures tear down: stop the jobs first in either order.
-    qtbot.addWidget(win, before_close_func=lambda w: (w.opener.cancel(), w.live.cancel()))
+    qtbot.addWidget(
+        win, before_close_func=lambda w: (w.opener.cancel(), w.live.cancel(), w.analysis.cancel())
+    )
     win.show()
     yield win
     # Tear the window down while Qt is alive: left to the final garbage collection, pyqtgraph's items
     # are freed after Qt and the interpreter aborts.
     win.opener.cancel()
     win.live.cancel()
+    win.analysis.cancel()
     qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
     win.close()
     win.deleteLater()
