@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     from slimscope.core.cli_optimize import add_optimize_arguments
 
     add_optimize_arguments(verbs, _model_arguments)
+    from slimscope.core.cli_sensitivity import add_sensitivity_arguments
+
+    add_sensitivity_arguments(verbs, _model_arguments)
     return parser
 
 
@@ -208,4 +211,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     return run_evaluate(args, _run)
 
 
-_VERBS = {"inspect": _inspect, "gui": _gui, "recipe": _recipe, "optimize": _optimize, "evaluate": _evaluate}
+def _sensitivity(args: argparse.Namespace) -> int:
+    from slimscope.core.cli_sensitivity import run_sensitivity
+
+    return run_sensitivity(args, _run, _load)
+
+
+_VERBS = {"inspect": _inspect, "gui": _gui, "recipe": _recipe, "optimize": _optimize, "evaluate": _evaluate,
+          "sensitivity": _sensitivity}  # fmt: skip
