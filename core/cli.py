@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     from slimscope.core.cli_sensitivity import add_sensitivity_arguments
 
     add_sensitivity_arguments(verbs, _model_arguments)
+    from slimscope.core.cli_auto import add_auto_arguments
+
+    add_auto_arguments(verbs, _model_arguments)
     return parser
 
 
@@ -217,5 +220,11 @@ def _sensitivity(args: argparse.Namespace) -> int:
     return run_sensitivity(args, _run, _load)
 
 
+def _auto(args: argparse.Namespace) -> int:
+    from slimscope.core.cli_auto import run_auto
+
+    return run_auto(args, _run, _load)
+
+
 _VERBS = {"inspect": _inspect, "gui": _gui, "recipe": _recipe, "optimize": _optimize, "evaluate": _evaluate,
-          "sensitivity": _sensitivity}  # fmt: skip
+          "sensitivity": _sensitivity, "auto": _auto}  # fmt: skip

@@ -126,9 +126,83 @@ def _compare(state: ChildState, recipe, evaluation: Path, calibration: Path | No
     return comparison
 
 
+def _read_data(state: ChildState, path: Path, preprocess: dict | None, limit: int | None):
+    from slimscope.core.data import fit_to_model, iter_load_dataset
+
+    assert state.loaded is not None
+    dataset = yield from iter_load_dataset(path, preprocess, limit)
+    return fit_to_model(dataset, state.loaded.model)
+
+
+def _sensitivity_cache(state: ChildState):
+    from slimscope.core.sensitivity import SensitivityCache
+
+    return state.extra.setdefault("sensitivity", SensitivityCache())  # per model: repeat sweeps are instant
+
+
+def _sensitivity(
+    state: ChildState,
+    evaluation: Path,
+    calibration: Path | None,
+    preprocess: dict | None = None,
+    settings: str | None = None,
+    max_samples: int = 512,
+):
+    """A per-layer sensitivity sweep of the open model; partial results are the report so far."""
+    from slimscope.core.sensitivity import iter_sensitivity
+
+    if state.loaded is None:
+        raise OptimizeError("No model was sent to the optimizer process.")
+    data = yield from _read_data(state, evaluation, preprocess, max_samples)
+    calib = None if calibration is None else (yield from _read_data(state, calibration, preprocess, None))
+    return (
+        yield from iter_sensitivity(
+            state.loaded,
+            data,
+            settings,
+            calibration=calib,
+            max_samples=max_samples,
+            cache=_sensitivity_cache(state),
+        )
+    )
+
+
+def _auto(
+    state: ChildState,
+    evaluation: Path,
+    calibration: Path | None,
+    preprocess: dict | None,
+    max_drop: float,
+    goal: str,
+    base=None,
+    max_samples: int = 1000,
+):
+    """An automatic recipe for the open model; partial results are the verified candidates (Comparisons)."""
+    from slimscope.core.auto_recipe import GOALS, iter_auto_recipe
+
+    if goal not in GOALS:
+        raise OptimizeError(f"The goal must be one of {', '.join(GOALS)}, not {goal!r}.")
+
+    if state.loaded is None:
+        raise OptimizeError("No model was sent to the optimizer process.")
+    data = yield from _read_data(state, evaluation, preprocess, max_samples)
+    calib = None if calibration is None else (yield from _read_data(state, calibration, preprocess, None))
+    return (
+        yield from iter_auto_recipe(
+            state.loaded, data, max_drop=max_drop, goal=goal, calibration=calib,
+            sensitivity_cache=_sensitivity_cache(state), base=base,
+        )
+    )  # fmt: skip
+
+
 # The jobs a child can run, by name: each takes the child's state and the job's arguments, returns a task.
 # A job may also be named "package.module:function" (tests use this for jobs of their own).
-JOBS: dict[str, Callable[..., Task[Any]]] = {"open": _open, "compare": _compare}
+JOBS: dict[str, Callable[..., Task[Any]]] = {
+    "open": _open,
+    "compare": _compare,
+    "sensitivity": _sensitivity,
+    "auto": _auto,
+}
 
 
 def _job_function(job: str) -> Callable[..., Task[Any]]:

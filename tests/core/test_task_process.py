@@ -84,3 +84,16 @@ def test_compare_in_the_child_equals_compare_in_process(process):
     early = [p.partial for p in partials if type(p.partial).__name__ == "Comparison"]
     assert early and early[0].report.latency_ms is None  # headline numbers first, latency after
     assert remote.optimized.model.SerializeToString() == direct.optimized.model.SerializeToString()
+
+
+def test_sensitivity_and_auto_jobs_run_in_the_child(process):
+    loaded = load_model(DEMO_MODEL)
+    process.set_model(loaded)
+    partials = []
+    report = run_sync(
+        process.run("sensitivity", DEMO_DATA, DEMO_CALIBRATION, None, "int8", 128), partials.append
+    )
+    assert report.complete and len(report.rows) == 17
+    assert any(getattr(p.partial, "complete", True) is False for p in partials)  # streamed
+    result = run_sync(process.run("auto", DEMO_DATA, DEMO_CALIBRATION, None, 0.01, "latency", None, 200))
+    assert result.drop <= 0.01 + 1e-9 and result.recipe.layers

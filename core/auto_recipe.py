@@ -1,0 +1,340 @@
+"""An automatic recipe within an accuracy budget: choose per-layer bits and channel pruning from measured
+sensitivities, then verify on the evaluation data and back off until the budget holds.
+
+The scheme (greedy, as the measured sensitivities are per layer and roughly additive for small drops):
+1. Moves are (layer, step) pairs: float → int8 → int4 weights for quantization, and 30 % of output channels
+   for pruning, each with the drop the sensitivity sweep measured for that layer alone, and a benefit for
+   the goal: bytes saved ("size"), multiply-accumulates made cheaper or removed ("latency"), or both
+   normalized and summed. int4 is left out for latency (it runs slower than int8 on CPUs) and unstructured
+   sparsity is left out altogether (it saves neither file size nor time in onnxruntime).
+2. Moves are taken best benefit-per-drop first while the summed predicted drop stays within the budget.
+3. The recipe is optimized and evaluated on the evaluation data. Over budget: the chosen move with the
+   largest measured drop is undone and the recipe verified again. Within budget: more moves are tried in
+   the same order while the verified drop stays within it. Every verified recipe is a candidate (with its
+   accuracy, size and latency), for a Pareto plot; the result is the best verified one within the budget,
+   and an ordinary recipe the user can edit further.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from slimscope.core.comparison import Comparison
+from slimscope.core.data.dataset import Dataset
+from slimscope.core.data.fit import fit_to_model
+from slimscope.core.errors import RecipeError
+from slimscope.core.evaluate import iter_evaluate
+from slimscope.core.evaluate.report import EvalReport
+from slimscope.core.layers import Layer, find_layers
+from slimscope.core.loading.input_shapes import concrete_shapes
+from slimscope.core.model import LoadedModel
+from slimscope.core.optimize import OptimizeCache, iter_optimize
+from slimscope.core.recipe import LayerSettings, PruneSpec, QuantSpec, Recipe
+from slimscope.core.sensitivity import SensitivityCache, SensitivityReport, iter_sensitivity
+from slimscope.core.shapes import infer_shapes
+from slimscope.core.tasks import Progress, Task
+
+Goal = Literal["size", "latency", "both"]
+GOALS: tuple[Goal, ...] = ("size", "latency", "both")
+MAX_VERIFICATIONS = 8  # optimize + evaluate runs, at most, per automatic recipe
+_TOLERANCE = 1e-9  # accuracies are counts over samples: a drop equal to the budget may carry float rounding
+_FREE_DROP = 1e-4  # a measured drop this small counts as free (it is within one sample's noise)
+_LATENCY_BUDGET_S = 0.3  # per candidate: enough for a point on the accuracy-vs-latency plot
+
+# Sensitivity settings the moves come from, by goal.
+SWEEP_SETTINGS = {
+    "size": "int8,int4,channels30",
+    "latency": "int8,channels30",
+    "both": "int8,int4,channels30",
+}
+
+
+@dataclass(frozen=True)
+class Move:
+    layer: str
+    kind: Literal["quantize", "prune"]
+    key: str  # the sensitivity setting: "int8", "int4" or "channels30"
+    drop: float  # measured for this layer alone
+    benefit: float
+    sqnr_db: float = math.inf  # of the outputs, with this layer alone changed: ranks moves of equal drop
+
+    @property
+    def risk(self) -> tuple[float, float]:
+        return (self.drop, -self.sqnr_db)
+
+    @property
+    def ratio(self) -> float:
+        return self.benefit / (max(self.drop, 0.0) + _FREE_DROP)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One verified recipe: what it cost (drop) and gained (size, latency)."""
+
+    recipe: Recipe
+    drop: float
+    size_bytes: int
+    latency_ms: float | None
+    within_budget: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "drop": self.drop,
+            "size_bytes": self.size_bytes,
+            "latency_ms": self.latency_ms,
+            "within_budget": self.within_budget,
+            "recipe": self.recipe.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class AutoResult:
+    recipe: Recipe  # the best verified recipe within the budget (all float when none was)
+    drop: float  # its verified drop
+    budget: float
+    metric: str  # "accuracy" or "agreement": what the drop is measured in
+    goal: Goal
+    comparison: Comparison | None  # of `recipe`, on the evaluation data
+    candidates: tuple[Candidate, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "goal": self.goal,
+            "budget": self.budget,
+            "metric": self.metric,
+            "drop": self.drop,
+            "recipe": self.recipe.to_dict(),
+            "candidates": [candidate.to_dict() for candidate in self.candidates],
+            "notes": list(self.notes),
+        }
+
+
+def iter_auto_recipe(
+    loaded: LoadedModel,
+    data: Dataset,
+    *,
+    max_drop: float = 0.01,
+    goal: Goal = "both",
+    calibration: Dataset | np.ndarray | None = None,
+    sensitivity: SensitivityReport | None = None,
+    sensitivity_cache: SensitivityCache | None = None,
+    base: Recipe | None = None,
+    max_verifications: int = MAX_VERIFICATIONS,
+) -> Task[AutoResult]:
+    """A recipe whose verified drop on `data` is at most `max_drop` (a fraction: 0.01 is one point).
+
+    `sensitivity` is measured first when not given. `base` lends its data section (preprocessing,
+    calibration size) to the result. Partial results are the verified `Comparison`s, as they come."""
+    if goal not in GOALS:
+        raise RecipeError(f"The goal must be one of {', '.join(GOALS)}, not {goal!r}.")
+    if not 0 <= max_drop < 1:
+        raise RecipeError(f"The budget must be a fraction in [0, 1), not {max_drop}.")
+    data = fit_to_model(data, loaded.model)
+    calib = data.x if calibration is None else _samples(calibration, loaded)
+    if sensitivity is None:
+        sweep = iter_sensitivity(
+            loaded, data, SWEEP_SETTINGS[goal], calibration=calib, cache=sensitivity_cache
+        )
+        sensitivity = yield from _scaled(sweep, 0.0, 0.5, keep_partial=False)
+    shapes = infer_shapes(loaded.model, concrete_shapes(loaded.input_shapes) or {})  # for MACs
+    layers = {layer.name: layer for layer in find_layers(loaded.model, shapes)}
+    moves = sorted(_moves(sensitivity, layers, goal), key=lambda move: -move.ratio)
+    chosen = _within_budget(moves, max_drop)
+    data_section = base.data if base is not None else {}
+    cache = OptimizeCache()
+    candidates: list[Candidate] = []
+    comparisons: dict[Recipe, Comparison] = {}
+
+    def verify(selection: list[Move]):
+        recipe = _recipe(selection, data_section)
+        step = len(candidates)
+        start, end = 0.5 + 0.5 * step / max_verifications, 0.5 + 0.5 * (step + 1) / max_verifications
+        yield Progress(start, f"Verifying candidate {step + 1} ({len(selection)} layer settings)")
+        result = yield from _scaled(iter_optimize(loaded, recipe, calib, cache=cache), start, start, False)
+        report = yield from _scaled(
+            iter_evaluate(loaded.model, result.model, data, latency=True, latency_threads=(1,),
+                          latency_budget_s=_LATENCY_BUDGET_S),
+            start, end, keep_partial=False,
+        )  # fmt: skip
+        drop = _drop(report)
+        latency = report.latency_ms[0].optimized.median_ms if report.latency_ms else None
+        candidates.append(
+            Candidate(recipe, drop, report.size_bytes["optimized"], latency, drop <= max_drop + _TOLERANCE)
+        )
+        comparison = Comparison(recipe, result, report)
+        comparisons[recipe] = comparison
+        yield Progress(end, f"Candidate {step + 1}: drop {drop:.2%}", comparison)
+        return drop
+
+    drop = yield from verify(chosen)
+    notes: list[str] = []
+    if drop > max_drop + _TOLERANCE:
+        by_layer = {(move.layer, move.key): move for move in moves}
+        while drop > max_drop + _TOLERANCE and chosen and len(candidates) < max_verifications:
+            chosen = _back_off(chosen, by_layer)
+            drop = yield from verify(chosen)
+    else:
+        # Moves that alone cost more than the budget are never tried.
+        rest = [m for m in moves if m not in chosen and m.drop <= max_drop and _compatible(m, chosen)]
+        while rest and len(candidates) < max_verifications:
+            chunk = rest[: max(1, len(rest) // 4)]  # a quarter of what is left at a time
+            trial = chosen + chunk
+            trial_drop = yield from verify(trial)
+            if trial_drop > max_drop + _TOLERANCE:
+                break
+            chosen, drop = trial, trial_drop
+            rest = [move for move in rest[len(chunk) :] if _compatible(move, chosen)]
+    best = _best(candidates, goal)
+    if best is None:
+        notes.append(
+            f"No verified recipe stayed within a drop of {max_drop:.2%}; the result keeps every layer float."
+        )
+        recipe = _recipe([], data_section)
+        return AutoResult(
+            recipe, 0.0, max_drop, sensitivity.metric, goal, None, tuple(candidates), tuple(notes)
+        )
+    return AutoResult(
+        best.recipe, best.drop, max_drop, sensitivity.metric, goal, comparisons[best.recipe],
+        tuple(candidates), tuple(notes),
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- moves
+
+
+def _moves(report: SensitivityReport, layers: dict[str, Layer], goal: Goal) -> list[Move]:
+    drops: dict[tuple[str, str], float] = {}
+    sqnrs: dict[tuple[str, str], float | None] = {}
+    for row in report.rows:
+        if row.applied:
+            value = row.drop if row.drop is not None else _sqnr_as_drop(row.sqnr_db)
+            drops[(row.layer, row.setting_key)] = max(value, 0.0)
+            sqnrs[(row.layer, row.setting_key)] = row.sqnr_db
+    total_bytes = sum(layer.params for layer in layers.values()) * 4 or 1
+    total_macs = sum(layer.macs or 0 for layer in layers.values()) or 1
+    moves = []
+    for (name, key), drop in drops.items():
+        layer = layers.get(name)
+        if layer is None:
+            continue
+        saved_bytes, cheaper_macs = _gains(layer, key)
+        if goal == "latency" and key == "int4":
+            continue
+        benefit = {
+            "size": saved_bytes / total_bytes,
+            "latency": cheaper_macs / total_macs,
+            "both": saved_bytes / total_bytes + cheaper_macs / total_macs,
+        }[goal]
+        if benefit > 0:
+            kind: Literal["quantize", "prune"] = "prune" if key.startswith("channels") else "quantize"
+            sqnr = sqnrs.get((name, key))
+            moves.append(Move(name, kind, key, drop, benefit, math.inf if sqnr is None else sqnr))
+    return moves
+
+
+def _gains(layer: Layer, key: str) -> tuple[float, float]:
+    """(bytes saved, MACs made cheaper or removed) by a setting, against float: rough, for ranking only."""
+    macs = layer.macs or 0
+    if key == "int8":
+        return layer.params * 3.0, macs * 0.5  # 4 → 1 byte; int8 kernels run about twice as fast
+    if key == "int4":
+        return layer.params * 3.5, 0.0
+    if key == "channels30":
+        return layer.params * 4 * 0.3, macs * 0.3
+    return 0.0, 0.0
+
+
+def _within_budget(moves: list[Move], budget: float) -> list[Move]:
+    chosen: list[Move] = []
+    spent = 0.0
+    for move in moves:
+        if not _compatible(move, chosen):
+            continue
+        if spent + move.drop <= budget:
+            chosen.append(move)
+            spent += move.drop
+    return chosen
+
+
+def _compatible(move: Move, chosen: list[Move]) -> bool:
+    """One quantization and one pruning step per layer."""
+    return all(other.layer != move.layer or other.kind != move.kind for other in chosen)
+
+
+def _back_off(chosen: list[Move], by_layer: dict[tuple[str, str], Move]) -> list[Move]:
+    """The riskiest quarter of the chosen moves made milder: int4 becomes int8, anything else is undone.
+    (Single-layer drops add up to more than their sum when many layers change, so steps of one move would
+    take too many verifications.)"""
+    ranked = sorted(chosen, key=lambda move: move.risk, reverse=True)
+    riskiest = {id(move) for move in ranked[: max(1, len(ranked) // 4)]}
+    kept = []
+    for move in chosen:
+        if id(move) not in riskiest:
+            kept.append(move)
+        elif move.key == "int4" and (move.layer, "int8") in by_layer:
+            kept.append(by_layer[(move.layer, "int8")])
+    return kept
+
+
+def _recipe(moves: list[Move], data_section: dict[str, Any]) -> Recipe:
+    recipe = Recipe(defaults=LayerSettings(None, None)).with_data(data_section or None)
+    for move in moves:
+        if move.kind == "quantize":
+            spec = QuantSpec(weight_bits=4) if move.key == "int4" else QuantSpec()
+            recipe = recipe.with_layer(move.layer, quantize=spec)
+        else:
+            recipe = recipe.with_layer(move.layer, prune=PruneSpec(structure="channel", sparsity=0.3))
+    return recipe
+
+
+def _best(candidates: list[Candidate], goal: Goal) -> Candidate | None:
+    within = [candidate for candidate in candidates if candidate.within_budget]
+    if not within:
+        return None
+    if goal == "latency":
+        return min(within, key=lambda c: (c.latency_ms if c.latency_ms is not None else math.inf, c.drop))
+    return min(within, key=lambda c: (c.size_bytes, c.latency_ms or math.inf, c.drop))
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+def _drop(report: EvalReport) -> float:
+    if report.accuracy is not None:
+        return report.accuracy["original"] - report.accuracy["optimized"]
+    if report.agreement is not None:
+        return 1.0 - report.agreement
+    return _sqnr_as_drop(report.sqnr_db)
+
+
+def _sqnr_as_drop(sqnr_db: float | None) -> float:
+    """For outputs that are not classifiers: an SQNR below 30 dB counts as a drop growing to 1 at 0 dB."""
+    if sqnr_db is None or math.isinf(sqnr_db):
+        return 0.0
+    return float(min(max((30.0 - sqnr_db) / 30.0, 0.0), 1.0))
+
+
+def _samples(calibration: Dataset | np.ndarray, loaded: LoadedModel) -> np.ndarray:
+    if isinstance(calibration, np.ndarray):
+        return calibration
+    return fit_to_model(calibration, loaded.model).x
+
+
+def _scaled(task: Task[Any], start: float, end: float, keep_partial: bool = True):
+    """Re-yield a sub-task's progress mapped into [start, end]; its partial results only if asked."""
+    while True:
+        try:
+            progress = next(task)
+        except StopIteration as stop:
+            return stop.value
+        fraction = None if progress.fraction is None else start + (end - start) * progress.fraction
+        try:
+            yield Progress(fraction, progress.message, progress.partial if keep_partial else None)
+        except GeneratorExit:
+            task.close()
+            raise

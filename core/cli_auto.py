@@ -1,0 +1,76 @@
+"""The `auto` verb: an automatic recipe within an accuracy budget, verified on the evaluation data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from slimscope.core.errors import RecipeError
+
+
+def add_auto_arguments(verbs, model_arguments) -> None:
+    from slimscope.core.auto_recipe import GOALS
+
+    parser = verbs.add_parser(
+        "auto", help="choose per-layer bits and channel pruning within an accuracy budget, verified"
+    )
+    model_arguments(parser)
+    parser.add_argument("--data", type=Path, required=True, help="evaluation data: .npz or an image folder")
+    parser.add_argument("--calib", type=Path, help="calibration data (default: the evaluation data)")
+    parser.add_argument(
+        "--max-drop", type=float, default=1.0,
+        help="the largest accuracy drop allowed, in percentage points (top-1 agreement without labels; "
+        "default 1.0)",
+    )  # fmt: skip
+    parser.add_argument("--goal", choices=GOALS, default="both", help="what to gain: size, latency or both")
+    parser.add_argument("--samples", type=int, default=1000, help="evaluation samples used (default 1000)")
+    parser.add_argument("-o", "--output", type=Path, help="write the recipe here (JSON; `optimize --recipe`)")
+    parser.add_argument("--json", action="store_true", help="print the result and every candidate as JSON")
+
+
+def run_auto(args: argparse.Namespace, run, load) -> int:
+    from slimscope.core.auto_recipe import iter_auto_recipe
+    from slimscope.core.cli_sensitivity import _dataset
+    from slimscope.core.export import refuse_protected
+    from slimscope.core.recipe import default_recipe, save_recipe
+
+    if not 0 <= args.max_drop < 100:
+        raise RecipeError("--max-drop is in percentage points, from 0 to below 100.")
+    if args.samples < 1:
+        raise RecipeError("--samples must be at least 1.")
+    loaded = load(args)
+    if args.output:  # the recipe never goes over the model or its weights
+        refuse_protected(Path(args.output), [loaded.source, *loaded.external_files])
+    preprocess = default_recipe().data.get("preprocess")
+    data = _dataset(args.data, preprocess, run).head(args.samples)
+    calib = _dataset(args.calib, preprocess, run) if args.calib else None
+    result = run(
+        iter_auto_recipe(loaded, data, max_drop=args.max_drop / 100, goal=args.goal, calibration=calib)
+    )
+    if args.output:
+        save_recipe(result.recipe, args.output)
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str) + "\n")
+    else:
+        sys.stdout.write(format_auto(result, loaded.source.name, args.output))
+    return 0
+
+
+def format_auto(result, source: str, output: Path | None) -> str:
+    what = "accuracy" if result.metric == "accuracy" else "top-1 agreement"
+    lines = [f"Automatic recipe for {source} (goal: {result.goal}; {what} drop at most {100 * result.budget:.2f} pts):",
+             f"{'#':>3}  {'drop pts':>8}  {'size kB':>9}  {'latency ms':>10}  {'layers':>6}  within"]  # fmt: skip
+    for number, candidate in enumerate(result.candidates, start=1):
+        latency = "—" if candidate.latency_ms is None else f"{candidate.latency_ms:.3f}"
+        lines.append(
+            f"{number:>3}  {100 * candidate.drop:>8.2f}  {candidate.size_bytes / 1000:>9.1f}  {latency:>10}  "
+            f"{len(candidate.recipe.layers):>6}  {'yes' if candidate.within_budget else 'no'}"
+        )
+    chosen = f"Chosen: drop {100 * result.drop:.2f} pts, {len(result.recipe.layers)} layers set"
+    lines.append(
+        chosen + (f"; recipe written to {output}." if output else "; give -o FILE to save the recipe.")
+    )
+    lines += [f"Note: {note}" for note in result.notes]
+    return "\n".join(lines) + "\n"
