@@ -82,6 +82,7 @@ def run_optimize(args: argparse.Namespace, run: Runner, load) -> int:
         report["warnings"] = footprint_warnings({"original": before, "optimized": after})
         report["warnings"].append("Not evaluated: give --eval DATA to measure what this cost and gained.")
     report |= _optimize_details(result)
+    report["warnings"] = [*result.warnings, *report.get("warnings", [])]
     existed = args.output.exists()
     _export_with_report(result.model, args.output, protected, recipe, report)
     if args.report:

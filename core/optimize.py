@@ -30,6 +30,7 @@ class OptimizeResult:
     dragged: dict[str, list[str]] = field(default_factory=dict)  # channel pruning: layers changed along
     channels_removed: dict[str, float] = field(default_factory=dict)  # fraction of output channels gone
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # choices that likely cost more than they gain
     effective_weight_bytes: int | None = None  # bits × params / 8 when bit widths are simulated
     calibration_cached: bool = False
 
@@ -73,6 +74,9 @@ def iter_optimize(
         result.notes += masked.notes
     quant = {name: s.quantize for name, s in settings.items()}
     if any(spec is not None for spec in quant.values()):
+        from slimscope.core.quantize.islands import island_warnings
+
+        result.warnings += island_warnings(result.model, {name for name, spec in quant.items() if spec})
         base = loaded.model if masks and not channel else None  # pruned in place: its prepared form serves
         result.model = yield from _quantize(
             result, quant, calibration, recipe, cache or OptimizeCache(), base

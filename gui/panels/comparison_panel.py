@@ -124,7 +124,8 @@ class ComparisonPanel(QWidget):
             return
         timed = "" if result.report.latency_ms else "; timing latency…"
         self.status.setText(f"Compared on {result.report.samples} samples{timed}")
-        self.warnings.setText("\n".join(f"⚠ {line}" for line in result.report.warnings))
+        lines = [*result.optimized.warnings, *result.report.warnings]
+        self.warnings.setText("\n".join(f"⚠ {line}" for line in lines))
         self.warnings.setToolTip("\n".join(result.optimized.notes))  # what optimizing did, in words
 
     def show_running(self, metrics: RunningMetrics) -> None:
