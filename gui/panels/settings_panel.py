@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from slimscope.core.recipe import LayerSettings, PruneSpec, QuantSpec, Recipe
+from slimscope.core.recipe import LayerSettings, PruneSpec, PtqSpec, QuantSpec, Recipe
 from slimscope.core.session import Session
 
 STRUCTURES = ("unstructured", "2:4", "channel")
@@ -33,6 +33,7 @@ WEIGHT_BITS = (8, 16, 7, 6, 5, 4, 3, 2)
 ACTIVATION_BITS = (8, 16)
 GRANULARITIES = ("per_channel", "per_tensor")
 CALIBRATIONS = ("minmax", "percentile", "entropy")
+KEEP_FIRST_LAST = {"as the others": None, "16-bit": "int16", "float": "float"}  # shown text → recipe value
 THRESHOLD_MAX = 1e6
 DEFAULT_THRESHOLD = 0.01
 SLIDER_STEPS = 100  # the slider moves in whole percent; the spin box holds the exact value
@@ -71,6 +72,13 @@ class SettingsPanel(QWidget):
         self.activation_symmetric = QCheckBox("Symmetric activations")
         self.calibration = QComboBox()
         self.calibration.addItems(CALIBRATIONS)
+        # Whole-model aids to post-training quantization (the recipe's "ptq" section).
+        self.ptq_box = QGroupBox("Quantization aids (whole model)")
+        self.equalize = QCheckBox("Equalize channels across layers")
+        self.relu6_to_relu = QCheckBox("Let equalization cross ReLU6 (makes it ReLU)")
+        self.bias_correction = QCheckBox("Correct biases after quantizing")
+        self.keep_first_last = QComboBox()
+        self.keep_first_last.addItems(list(KEEP_FIRST_LAST))
         self._set_tooltips()
         self._lay_out()
         self.defaults_mode.toggled.connect(self.sync)
@@ -88,6 +96,10 @@ class SettingsPanel(QWidget):
         self.symmetric.toggled.connect(lambda _on: self._edit_quant("Weight symmetry"))
         self.activation_symmetric.toggled.connect(lambda _on: self._edit_quant("Activation symmetry"))
         self.calibration.currentTextChanged.connect(lambda _t: self._edit_quant("Calibration"))
+        for box, what in ((self.equalize, "Equalization"), (self.relu6_to_relu, "ReLU6 to ReLU"),
+                          (self.bias_correction, "Bias correction")):  # fmt: skip
+            box.toggled.connect(lambda _on, what=what: self._edit_ptq(what))
+        self.keep_first_last.currentTextChanged.connect(lambda _t: self._edit_ptq("First and last layers"))
         session.recipe_changed.connect(self.sync)
         self.sync()
 
@@ -111,6 +123,14 @@ class SettingsPanel(QWidget):
             self.symmetric: "Weights quantized around zero (no zero point): what fast int8 kernels expect",
             self.activation_symmetric: "Activations around zero (int8); off: asymmetric uint8, which "
             "onnxruntime's fast U8S8 kernels need",
+            self.equalize: "Cross-layer equalization: rescale the channels of consecutive convolutions so their "
+            "weight ranges match (the float model computes the same); rescues depthwise networks",
+            self.relu6_to_relu: "Equalization cannot cross ReLU6; this replaces ReLU6 by ReLU so it can. It "
+            "CHANGES the float model — compare its accuracy",
+            self.bias_correction: "After quantizing, move each layer's mean output error (measured on the "
+            "calibration data) into its bias",
+            self.keep_first_last: "The first and last layers are the most sensitive in most networks: keep them "
+            "in 16 bits or in float",
             self.calibration: "How activation ranges are chosen from the calibration data: minmax (every "
             "value), percentile (ignores rare outliers), entropy (keeps the distribution's information)",
         }
@@ -141,6 +161,12 @@ class SettingsPanel(QWidget):
         layout.addWidget(self.defaults_mode)
         layout.addWidget(self.prune_box)
         layout.addWidget(self.quant_box)
+        ptq_form = QFormLayout(self.ptq_box)
+        ptq_form.addRow(self.equalize)
+        ptq_form.addRow(self.relu6_to_relu)
+        ptq_form.addRow(self.bias_correction)
+        ptq_form.addRow("First and last layers", self.keep_first_last)
+        layout.addWidget(self.ptq_box)
         layout.addStretch(1)
 
     # ------------------------------------------------------------------ what is edited
@@ -163,6 +189,7 @@ class SettingsPanel(QWidget):
         editable = recipe is not None and (self.defaults_mode.isChecked() or bool(self.selected))
         for widget in (self.prune_box, self.quant_box):
             widget.setEnabled(editable)
+        self.ptq_box.setEnabled(recipe is not None)
         if self.defaults_mode.isChecked():
             self.target_label.setText("All layers that do not override them")
         elif self.selected:
@@ -196,6 +223,13 @@ class SettingsPanel(QWidget):
                 self.calibration.setCurrentText(quant.calibration)
                 self.symmetric.setChecked(quant.symmetric)
                 self.activation_symmetric.setChecked(quant.activation_symmetric)
+            ptq = recipe.ptq
+            self.equalize.setChecked(ptq.equalize)
+            self.relu6_to_relu.setChecked(ptq.relu6_to_relu)
+            self.relu6_to_relu.setEnabled(ptq.equalize)
+            self.bias_correction.setChecked(ptq.bias_correction)
+            shown = {value: text for text, value in KEEP_FIRST_LAST.items()}
+            self.keep_first_last.setCurrentText(shown[ptq.keep_first_last])
         finally:
             self._syncing = False
 
@@ -271,6 +305,19 @@ class SettingsPanel(QWidget):
     def _edit_prune(self, what: str, merge: bool = False) -> None:
         if not self._syncing and self.session.recipe is not None:
             self._request(what, merge, prune=self._prune_spec(self.session.recipe))
+
+    def _edit_ptq(self, what: str) -> None:
+        recipe = self.session.recipe
+        if self._syncing or recipe is None:
+            return
+        ptq = PtqSpec(
+            equalize=self.equalize.isChecked(),
+            relu6_to_relu=self.equalize.isChecked() and self.relu6_to_relu.isChecked(),
+            bias_correction=self.bias_correction.isChecked(),
+            keep_first_last=KEEP_FIRST_LAST[self.keep_first_last.currentText()],  # type: ignore[arg-type]
+        )
+        if ptq != recipe.ptq:
+            self.edit_requested.emit(recipe.with_ptq(ptq), f"{what} (whole model)", "")
 
     def _edit_quant(self, what: str) -> None:
         if not self._syncing and self.session.recipe is not None:

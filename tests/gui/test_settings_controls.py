@@ -43,3 +43,30 @@ def test_threshold_mode_and_global_ranking(window, open_and_wait):
     panel.threshold_spin.setValue(0.125)
     assert window.session.recipe.settings_for(name).prune.threshold == 0.125
     assert window.histogram.threshold == 0.125  # the lines follow the recipe at once
+
+
+def test_quantization_aids_are_whole_model_recipe_edits(window, open_and_wait):
+    open_and_wait(window, DEMO_MODEL)
+    panel = window.settings_panel
+    assert not panel.relu6_to_relu.isEnabled()  # only meaningful with equalization
+    panel.equalize.setChecked(True)
+    panel.bias_correction.setChecked(True)
+    panel.keep_first_last.setCurrentText("16-bit")
+    ptq = window.session.recipe.ptq
+    assert (ptq.equalize, ptq.bias_correction, ptq.keep_first_last, ptq.relu6_to_relu) == (
+        True,
+        True,
+        "int16",
+        False,
+    )
+    assert panel.relu6_to_relu.isEnabled()
+    assert window.session.recipe.to_dict()["ptq"] == {
+        "equalize": True,
+        "bias_correction": True,
+        "keep_first_last": "int16",
+    }
+    window.undo_stack.undo()
+    assert (
+        window.session.recipe.ptq.keep_first_last is None
+        and panel.keep_first_last.currentText() == "as the others"
+    )
