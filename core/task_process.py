@@ -147,24 +147,28 @@ def _sensitivity(
     preprocess: dict | None = None,
     settings: str | None = None,
     max_samples: int = 512,
+    ray_address: str | None = None,
 ):
-    """A per-layer sensitivity sweep of the open model; partial results are the report so far."""
+    """A per-layer sensitivity sweep of the open model; partial results are the report so far. With
+    `ray_address`, the probes run on that Ray cluster (results identical to the local sweep)."""
+    from slimscope.core.executor import RayExecutor
     from slimscope.core.sensitivity import iter_sensitivity
 
     if state.loaded is None:
         raise OptimizeError("No model was sent to the optimizer process.")
     data = yield from _read_data(state, evaluation, preprocess, max_samples)
     calib = None if calibration is None else (yield from _read_data(state, calibration, preprocess, None))
-    return (
-        yield from iter_sensitivity(
-            state.loaded,
-            data,
-            settings,
-            calibration=calib,
-            max_samples=max_samples,
-            cache=_sensitivity_cache(state),
-        )
-    )
+    executor = RayExecutor(ray_address) if ray_address else None
+    try:
+        return (
+            yield from iter_sensitivity(
+                state.loaded, data, settings, calibration=calib, max_samples=max_samples,
+                cache=_sensitivity_cache(state), executor=executor,
+            )
+        )  # fmt: skip
+    finally:
+        if executor is not None:
+            executor.close()
 
 
 def _auto(

@@ -60,15 +60,18 @@ class Analysis(QObject):
         self.cancel()
         self.process.set_model(self.session.loaded)
 
-    def run_sensitivity(self, settings: Iterable[str], max_samples: int = DEFAULT_MAX_SAMPLES) -> bool:
-        """Sweep every layer with each setting key ("int8", "int4", …); False when nothing can run."""
+    def run_sensitivity(
+        self, settings: Iterable[str], max_samples: int = DEFAULT_MAX_SAMPLES, ray_address: str | None = None
+    ) -> bool:
+        """Sweep every layer with each setting key ("int8", "int4", …), on this computer or on the Ray
+        cluster at `ray_address`; False when nothing can run."""
         keys = ",".join(settings)
         if not self.ready or not keys:
             return False
         session = self.session
         self._start(SENSITIVITY, self.process.run(
             SENSITIVITY, session.evaluation_data, session.calibration_data, self._preprocess(), keys,
-            max_samples,
+            max_samples, ray_address or None,
         ))  # fmt: skip
         return True
 

@@ -84,3 +84,15 @@ def restore_layout(window: QWidget, splitters: dict[str, QSplitter]) -> bool:
         if isinstance(state, QByteArray) and not state.isEmpty():
             restored = splitter.restoreState(state) or restored
     return restored
+
+
+_RAY_ADDRESS = "analysis/ray_address"
+
+
+def ray_address() -> str:
+    """Where sensitivity sweeps run: "" for this computer, else a Ray address ("auto" or HOST:PORT)."""
+    return str(QSettings().value(_RAY_ADDRESS, ""))
+
+
+def set_ray_address(address: str) -> None:
+    QSettings().setValue(_RAY_ADDRESS, address.strip())

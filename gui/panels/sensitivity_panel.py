@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -29,6 +30,7 @@ from slimscope.core.sensitivity import DEFAULT_MAX_SAMPLES, SensitivityReport, S
 from slimscope.core.sensitivity_probe import DEFAULT_SETTINGS
 from slimscope.core.session import Session
 from slimscope.core.tasks import Progress
+from slimscope.gui import settings
 from slimscope.gui.analysis import SENSITIVITY, Analysis
 from slimscope.gui.panels.layer_bar_chart import LayerBarChart
 from slimscope.gui.panels.layer_error_panel import BAD_DB, ERROR_COLORS, GOOD_DB, IDENTICAL_DB, NOT_MEASURED
@@ -114,6 +116,12 @@ class SensitivityPanel(QWidget):
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.chart = LayerBarChart("drop when this layer alone is changed (points)")
+        self.ray_address = QLineEdit(settings.ray_address(), placeholderText="this computer")
+        self.ray_address.setToolTip(
+            "Run the probes on an existing Ray cluster: 'auto' (the cluster this computer belongs to) or "
+            "HOST:PORT of its head node. Empty: this computer. Needs `pip install slimscope[ray]`."
+        )
+        self.ray_address.editingFinished.connect(lambda: settings.set_ray_address(self.ray_address.text()))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(self._setting_boxes())
@@ -121,6 +129,10 @@ class SensitivityPanel(QWidget):
         for widget in (QLabel("Show:"), self.setting, self.progress, self.run_button, self.cancel_button):
             row.addWidget(widget, 1 if widget is self.progress else 0)
         layout.addLayout(row)
+        where = QHBoxLayout()
+        where.addWidget(QLabel("Run on Ray cluster:"))
+        where.addWidget(self.ray_address, 1)
+        layout.addLayout(where)
         layout.addWidget(self.status)
         layout.addWidget(self.chart)
         self.redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS)
@@ -164,7 +176,9 @@ class SensitivityPanel(QWidget):
     def run(self) -> None:
         """Sweep every layer with the checked settings; the chart fills as the results come."""
         keys = self.checked_settings()
-        if not self.analysis.run_sensitivity(keys, self.max_samples):
+        address = self.ray_address.text().strip()
+        settings.set_ray_address(address)
+        if not self.analysis.run_sensitivity(keys, self.max_samples, address or None):
             return
         self._sweeping = True
         self.report = None

@@ -64,3 +64,25 @@ def test_sweep_on_ray_equals_the_local_process_pool(local_ray):
         report = run_sync(iter_sensitivity(loaded, data, settings, executor=executor, **options))
     assert report.rows == expected.rows
     assert any(row.samples == 96 for row in report.rows)  # quick and refine passes both ran on Ray
+
+
+def test_the_window_job_runs_the_sweep_on_a_ray_address():
+    """The worker-process job the Sensitivity tab runs, pointed at a local Ray instance: same rows."""
+    from slimscope.core.loading import load_model
+    from slimscope.core.task_process import TaskProcess
+    from slimscope.core.tasks import run_sync
+    from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL
+
+    process = TaskProcess()
+    try:
+        process.set_model(load_model(DEMO_MODEL))
+        local = run_sync(process.run("sensitivity", DEMO_DATA, DEMO_CALIBRATION, None, "sparse80", 64))
+        process.set_model(load_model(DEMO_MODEL))  # a fresh model object: a fresh cache in the child
+        remote = run_sync(
+            process.run("sensitivity", DEMO_DATA, DEMO_CALIBRATION, None, "sparse80", 64, "local")
+        )
+    finally:
+        process.close()
+    assert [(r.layer, r.drop, r.sqnr_db) for r in remote.rows] == [
+        (r.layer, r.drop, r.sqnr_db) for r in local.rows
+    ]

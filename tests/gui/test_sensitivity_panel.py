@@ -101,3 +101,13 @@ def test_a_failed_sweep_is_one_error_in_the_funnel(qtbot, open_and_wait, window,
     assert len(error_calls) == 1 and isinstance(error_calls[0], DatasetError)
     assert window.sensitivity.status.text() == "The sweep failed."
     assert window.sensitivity.run_button.isEnabled()
+
+
+def test_the_ray_address_is_remembered(window):
+    from slimscope.gui import settings
+
+    panel = window.sensitivity
+    assert panel.ray_address.text() == "" and panel.ray_address.placeholderText() == "this computer"
+    panel.ray_address.setText(" 10.0.0.5:6379 ")
+    panel.ray_address.editingFinished.emit()
+    assert settings.ray_address() == "10.0.0.5:6379"
