@@ -105,6 +105,7 @@ class LocalExecutor:
         pool = self._pool_for(context)
         source = iter(items)
         pending: set[Future] = set()
+        finished = False
         try:
             while True:
                 for item in source:
@@ -112,12 +113,13 @@ class LocalExecutor:
                     if len(pending) >= _IN_FLIGHT_PER_WORKER * self.workers:
                         break
                 if not pending:
+                    finished = True
                     return
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield _result(future)
         finally:
-            if pending:  # cancelled (closed) or failed with work outstanding
+            if not finished:  # cancelled (closed) or failed, with work outstanding or still to submit
                 self._kill()
 
     def _pool_for(self, context: WorkerContext | None) -> ProcessPoolExecutor:
@@ -138,7 +140,7 @@ class LocalExecutor:
         pool, self._pool, self._context = self._pool, None, None
         if pool is None:
             return
-        processes = list((getattr(pool, "_processes", None) or {}).values())
+        processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             with contextlib.suppress(Exception):
