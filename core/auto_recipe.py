@@ -7,7 +7,8 @@ The scheme (greedy, as the measured sensitivities are per layer and roughly addi
    the goal: bytes saved ("size"), multiply-accumulates made cheaper or removed ("latency"), or both
    normalized and summed. int4 is left out for latency (it runs slower than int8 on CPUs) and unstructured
    sparsity is left out altogether (it saves neither file size nor time in onnxruntime).
-2. Moves are taken best benefit-per-drop first while the summed predicted drop stays within the budget.
+2. Moves are taken best benefit-per-drop first while the summed predicted drop stays within the budget;
+   a layer that would be left float between quantized ones gets int8 too (chains stay quantized).
 3. The recipe is optimized and evaluated on the evaluation data. Over budget: the chosen move with the
    largest measured drop is undone and the recipe verified again. Within budget: more moves are tried in
    the same order while the verified drop stays within it. Every verified recipe is a candidate (with its
@@ -33,7 +34,8 @@ from slimscope.core.layers import Layer, find_layers
 from slimscope.core.loading.input_shapes import concrete_shapes
 from slimscope.core.model import LoadedModel
 from slimscope.core.optimize import OptimizeCache, iter_optimize
-from slimscope.core.recipe import LayerSettings, PruneSpec, QuantSpec, Recipe
+from slimscope.core.quantize.islands import float_islands
+from slimscope.core.recipe import LayerSettings, PruneSpec, PtqSpec, QuantSpec, Recipe
 from slimscope.core.sensitivity import SensitivityCache, SensitivityReport, iter_sensitivity
 from slimscope.core.shapes import infer_shapes
 from slimscope.core.tasks import Progress, Task
@@ -129,7 +131,7 @@ def iter_auto_recipe(
     """A recipe whose verified drop on `data` is at most `max_drop` (a fraction: 0.01 is one point).
 
     `sensitivity` is measured first when not given. `base` lends its data section (preprocessing,
-    calibration size) to the result. Partial results are the verified `Comparison`s, as they come."""
+    calibration size) and its quantization aids (the "ptq" section) to every candidate. Partial results are the verified `Comparison`s, as they come."""
     if goal not in GOALS:
         raise RecipeError(f"The goal must be one of {', '.join(GOALS)}, not {goal!r}.")
     if not 0 <= max_drop < 1:
@@ -144,14 +146,15 @@ def iter_auto_recipe(
     shapes = infer_shapes(loaded.model, concrete_shapes(loaded.input_shapes) or {})  # for MACs
     layers = {layer.name: layer for layer in find_layers(loaded.model, shapes)}
     moves = sorted(_moves(sensitivity, layers, goal), key=lambda move: -move.ratio)
-    chosen = _within_budget(moves, max_drop)
+    chosen = _closing_islands(_within_budget(moves, max_drop), moves, loaded.model)
     data_section = base.data if base is not None else {}
+    ptq = base.ptq if base is not None else PtqSpec()  # the user's quantization aids stay on
     cache = OptimizeCache()
     candidates: list[Candidate] = []
     comparisons: dict[Recipe, Comparison] = {}
 
     def verify(selection: list[Move]):
-        recipe = _recipe(selection, data_section)
+        recipe = _recipe(selection, data_section, ptq)
         step = len(candidates)
         start, end = 0.5 + 0.5 * step / max_verifications, 0.5 + 0.5 * (step + 1) / max_verifications
         yield Progress(start, f"Verifying candidate {step + 1} ({len(selection)} layer settings)")
@@ -194,7 +197,7 @@ def iter_auto_recipe(
         notes.append(
             f"No verified recipe stayed within a drop of {max_drop:.2%}; the result keeps every layer float."
         )
-        recipe = _recipe([], data_section)
+        recipe = _recipe([], data_section, ptq)
         return AutoResult(
             recipe, 0.0, max_drop, sensitivity.metric, goal, None, tuple(candidates), tuple(notes)
         )
@@ -261,6 +264,15 @@ def _within_budget(moves: list[Move], budget: float) -> list[Move]:
     return chosen
 
 
+def _closing_islands(chosen: list[Move], moves: list[Move], model) -> list[Move]:
+    """Chains stay quantized: a layer left float between quantized ones (a Q/DQ round trip that often costs
+    more time than it saves) gets its int8 move too, when the sweep measured one."""
+    quantized = {move.layer for move in chosen if move.kind == "quantize"}
+    int8 = {move.layer: move for move in moves if move.key == "int8"}
+    added = [int8[name] for name, _, _ in float_islands(model, quantized) if name in int8]
+    return chosen + [move for move in added if _compatible(move, chosen)]
+
+
 def _compatible(move: Move, chosen: list[Move]) -> bool:
     """One quantization and one pruning step per layer."""
     return all(other.layer != move.layer or other.kind != move.kind for other in chosen)
@@ -281,8 +293,8 @@ def _back_off(chosen: list[Move], by_layer: dict[tuple[str, str], Move]) -> list
     return kept
 
 
-def _recipe(moves: list[Move], data_section: dict[str, Any]) -> Recipe:
-    recipe = Recipe(defaults=LayerSettings(None, None)).with_data(data_section or None)
+def _recipe(moves: list[Move], data_section: dict[str, Any], ptq: PtqSpec) -> Recipe:
+    recipe = Recipe(defaults=LayerSettings(None, None)).with_data(data_section or None).with_ptq(ptq)
     for move in moves:
         if move.kind == "quantize":
             spec = QuantSpec(weight_bits=4) if move.key == "int4" else QuantSpec()

@@ -62,3 +62,15 @@ def test_cli_writes_a_recipe_that_optimize_reads(tmp_path, capsys):
     assert recipe.layers and all(recipe.settings_for(name).quantize is not None for name, _ in recipe.layers)
     assert main(["auto", str(DEMO_MODEL), "--data", str(DEMO_DATA), "--max-drop", "150"]) == 2
     assert "percentage points" in capsys.readouterr().err
+
+
+def test_islands_are_closed_so_chains_stay_quantized():
+    from slimscope.core.auto_recipe import Move, _closing_islands
+    from slimscope.core.layers import find_layers
+
+    model = load_model(DEMO_MODEL).model
+    names = [layer.name for layer in find_layers(model, {})]
+    moves = [Move(name, "quantize", "int8", 0.0, 1.0) for name in names]
+    chosen = [move for move in moves if move.layer != names[4]]  # names[4] would be a float island
+    closed = _closing_islands(chosen, moves, model)
+    assert {move.layer for move in closed} == set(names)
