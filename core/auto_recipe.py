@@ -143,7 +143,9 @@ def iter_auto_recipe(
             loaded, data, SWEEP_SETTINGS[goal], calibration=calib, cache=sensitivity_cache
         )
         sensitivity = yield from _scaled(sweep, 0.0, 0.5, keep_partial=False)
-    shapes = infer_shapes(loaded.model, concrete_shapes(loaded.input_shapes) or {})  # for MACs
+    # MACs need concrete input sizes: the model's own, else the data's (free height and width are common).
+    given = concrete_shapes(loaded.input_shapes) or {loaded.model.graph.input[0].name: (1, *data.x.shape[1:])}
+    shapes = infer_shapes(loaded.model, given)
     layers = {layer.name: layer for layer in find_layers(loaded.model, shapes)}
     moves = sorted(_moves(sensitivity, layers, goal), key=lambda move: -move.ratio)
     chosen = _closing_islands(_within_budget(moves, max_drop), moves, loaded.model)
