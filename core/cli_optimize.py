@@ -36,6 +36,9 @@ def add_optimize_arguments(verbs, model_arguments) -> None:
     evaluate.add_argument("--recipe", type=Path, help="a recipe whose data section says how to preprocess")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     evaluate.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    evaluate.add_argument("--workers", type=int, help="compare the outputs in this many worker processes")
+    evaluate.add_argument("--ray", metavar="ADDRESS",
+                          help="compare the outputs on a Ray cluster: 'auto', 'local' or HOST:PORT")  # fmt: skip
 
 
 def run_optimize(args: argparse.Namespace, run: Runner, load) -> int:
@@ -140,8 +143,15 @@ def run_evaluate(args: argparse.Namespace, run: Runner) -> int:
     optimized = run(iter_load_model(args.optimized))
     recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
     data = _dataset(args.data, recipe, original.model, run)
-    evaluation = run(iter_evaluate(original.model, optimized.model, data, latency=not args.no_latency,
-                                   per_layer=layer_tensors(original.model)))  # fmt: skip
+    from slimscope.core.cli_sensitivity import _executor
+
+    executor = _executor(args)  # None: in this process
+    try:
+        evaluation = run(iter_evaluate(original.model, optimized.model, data, latency=not args.no_latency,
+                                       per_layer=layer_tensors(original.model), executor=executor))  # fmt: skip
+    finally:
+        if executor is not None:
+            executor.close()
     report = {"original": str(args.original), "optimized": str(args.optimized)} | evaluation.to_dict()
     _print(report, args.json)
     return 0

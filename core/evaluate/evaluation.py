@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -31,6 +31,9 @@ from slimscope.core.evaluate.report import (
 )
 from slimscope.core.evaluate.sessions import batch_step, batches, create_runner
 from slimscope.core.tasks import Progress, Task, run_sync
+
+if TYPE_CHECKING:
+    from slimscope.core.executor import Executor
 
 # Relative cost of each phase, to spread the progress fraction over them.
 _PHASE_WEIGHTS = {"outputs": 5.0, "layers": 2.0, "latency": 3.0, "size": 0.5}
@@ -54,6 +57,7 @@ def iter_evaluate(
     per_layer_samples: int = PER_LAYER_SAMPLES,
     preliminary: bool = False,
     known_footprints: Mapping[str, Footprint] | None = None,
+    executor: Executor | None = None,
 ) -> Generator[Progress, None, EvalReport]:
     """Compare `optimized` with `original` on `data`; per_layer: (layer name, tensor name) pairs.
 
@@ -68,7 +72,13 @@ def iter_evaluate(
     phases = _spans(
         ["outputs", "size", *(["layers"] if per_layer else []), *(["latency"] if latency else [])]
     )
-    comparison = yield from _scaled(_iter_compare_outputs(original, optimized, data), phases["outputs"])
+    if executor is None:
+        outputs = _iter_compare_outputs(original, optimized, data)
+    else:  # a large data set on a process pool or a Ray cluster
+        from slimscope.core.evaluate.distributed import iter_compare_outputs_on
+
+        outputs = iter_compare_outputs_on(executor, original, optimized, data)
+    comparison = yield from _scaled(outputs, phases["outputs"])
     yield Progress(phases["size"][0], "Measuring model sizes")
     known = dict(known_footprints or {})
     early = preliminary and bool(per_layer or latency)  # gzip (slow for big models) waits for the details

@@ -110,6 +110,22 @@ class OutputComparison:
             self.correct["original"] += int((top_a == labels).sum())
             self.correct["optimized"] += int((top_b == labels).sum())
 
+    def merge(self, other: OutputComparison) -> None:
+        """Add the counts of a comparison made on other samples (a worker's share of the data)."""
+        self.signal += other.signal
+        self.noise += other.noise
+        self.cosine_sum += other.cosine_sum
+        self.cosine_samples += other.cosine_samples
+        self.samples += other.samples
+        self.agreeing += other.agreeing
+        for role in self.correct:
+            self.correct[role] += other.correct[role]
+        self.classifier = self.classifier and other.classifier
+        self.compared_outputs = max(self.compared_outputs, other.compared_outputs)
+        self.mismatches |= other.mismatches
+        self.output_counts = self.output_counts or other.output_counts
+        self.nonfinite |= other.nonfinite
+
     def agreement(self) -> float | None:
         return self.agreeing / self.samples if self.classifier and self.samples else None
 
