@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from PySide6.QtGui import (
     QGuiApplication,
     QUndoStack,
 )
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QTabWidget
+from PySide6.QtWidgets import QFileDialog, QFrame, QMainWindow, QScrollArea, QSplitter, QTabWidget
 
 from slimscope.core.evaluate import RunningMetrics
 from slimscope.core.inspection import ModelReport
@@ -130,12 +129,16 @@ class MainWindow(QMainWindow):
         go_back = "Go back to a recipe from the history"
         self.history.recipe_requested.connect(lambda recipe: self.push_recipe(recipe, go_back))
         tuning = QSplitter(Qt.Orientation.Vertical)
-        tuning.addWidget(self.settings_panel)
+        # The settings scroll, so the comparison below keeps the room its numbers need.
+        settings_scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+        settings_scroll.setWidget(self.settings_panel)
+        tuning.addWidget(settings_scroll)
         tuning.addWidget(self.comparison)
+        tuning.setSizes([440, 360])
         splitter = QSplitter(Qt.Orientation.Horizontal)
         for widget in (self.layer_table, self.views, tuning):
             splitter.addWidget(widget)
-        splitter.setSizes([600, 520, 380])  # the table's number columns; two sparsity maps side by side
+        splitter.setSizes([590, 490, 420])  # the table's number columns; two sparsity maps; the numbers
         self.splitters = {"main": splitter, "plots": plots, "tuning": tuning}
         return splitter
 
@@ -261,9 +264,6 @@ class MainWindow(QMainWindow):
         settings.add_recent_file(Path(path))
         self.update_actions()
         self.statusBar().showMessage(f"{Path(path).name}: {len(report.layers)} layers", 5000)
-        # The long-lived objects the window now holds (the report, widgets, plot items) leave the cyclic
-        # garbage collector's view: its full passes over them stalled the window for up to ~50 ms.
-        gc.freeze()
 
     def _on_opening(self, running: bool) -> None:
         """Comparisons wait while a model is being opened in the shared process."""

@@ -92,9 +92,9 @@ class ComparisonPanel(QWidget):
         for row, key in enumerate(ROWS):
             self.table.verticalHeaderItem(row).setToolTip(ROW_TOOLTIPS[key])
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        # Numbers are never cut: every column as wide as its contents (the panel scrolls when narrower).
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setWordWrap(False)
-        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         for row in range(len(ROWS)):
             for column in range(len(COLUMNS)):
                 item = QTableWidgetItem("")
