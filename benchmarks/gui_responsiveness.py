@@ -102,9 +102,11 @@ def time_edit(app: QApplication, window, ticker: Ticker, edit) -> dict:
 
 
 def main() -> int:
+    from slimscope.gui.app import freeze_imported_objects
     from slimscope.gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv)
+    freeze_imported_objects()  # as `slimscope` does at start
     ticker = Ticker()
     ticker.timer.start()
     rows = {}

