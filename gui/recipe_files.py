@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from slimscope.core.export import export_model, refuse_protected, write_json
 from slimscope.core.recipe import load_recipe, save_recipe
@@ -68,6 +70,7 @@ def export_optimized(window: MainWindow, path: Path | None = None) -> None:
     if loaded is None or result is None or not session.result_is_current:
         window.statusBar().showMessage("Nothing to export yet: wait for the comparison to finish.", 5000)
         return
+    asked = path is None  # chosen in a dialog: the user is there to be offered the folder afterwards
     if path is None:
         suggested = str(Path(settings.last_folder()) / f"{loaded.source.stem}.slim.onnx")
         chosen, _ = QFileDialog.getSaveFileName(window, "Export optimized ONNX", suggested, ONNX_FILTER)
@@ -89,3 +92,16 @@ def export_optimized(window: MainWindow, path: Path | None = None) -> None:
         errors.show_error(window, exc)
         return
     window.statusBar().showMessage(f"Exported {path.name} and {report_path(path).name}", 8000)
+    if asked:
+        offer_to_show(window, path)
+
+
+def offer_to_show(window: MainWindow, path: Path) -> None:
+    """ "Exported" with a button that opens the file's folder in the system's file manager."""
+    box = QMessageBox(QMessageBox.Icon.Information, "Exported", f"Wrote {path.name} and {report_path(path).name}.",
+                      QMessageBox.StandardButton.Ok, window)  # fmt: skip
+    box.setInformativeText(str(path.parent))
+    show = box.addButton("Show in Folder", QMessageBox.ButtonRole.ActionRole)
+    box.exec()
+    if box.clickedButton() is show:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent)))

@@ -179,3 +179,14 @@ def test_recipe_save_load_round_trips(opened, qtbot, tmp_path, error_calls):
     window.undo_stack.undo()  # loading is undoable too
     assert session.recipe != edited
     assert error_calls == []
+
+
+def test_export_from_the_dialog_offers_the_folder(opened, tmp_path, monkeypatch):
+    from slimscope.gui import recipe_files
+
+    target = tmp_path / "chosen.onnx"
+    offered = []
+    monkeypatch.setattr(recipe_files.QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    monkeypatch.setattr(recipe_files, "offer_to_show", lambda window, path: offered.append(path))
+    recipe_files.export_optimized(opened)
+    assert target.is_file() and offered == [target]
