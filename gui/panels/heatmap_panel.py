@@ -7,13 +7,16 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
+from slimscope.core.inspection_table import short_layer_name
 from slimscope.core.stats import LayerStats
 
 _EMPTY = np.zeros((1, 1))
+TITLE_CHARS = 22
 
 
 def _map_plot(title: str) -> tuple[pg.PlotWidget, pg.ImageItem]:
     plot = pg.PlotWidget()  # colours: gui.theme (pyqtgraph config)
+    plot.setMinimumWidth(60)  # two maps share a narrow column: let the splitter shrink them, not clip them
     plot.setLabel("bottom", "input block")
     plot.setLabel("left", "output channel")
     plot.invertY(True)  # channel 0 at the top, like the table
@@ -35,7 +38,12 @@ class HeatmapPanel(QWidget):
         self.optimized_plot.setYLink(self.plot)
         self.optimized_plot.setVisible(False)
         self.color_bar = pg.ColorBarItem(
-            values=(0, 1), colorMap=pg.colormap.get("viridis"), interactive=False, label="zero fraction"
+            values=(0, 1),
+            colorMap=pg.colormap.get("viridis"),
+            interactive=False,
+            label="zero fraction",
+            width=12,
+            orientation="horizontal",  # below the maps: two maps side by side leave no room beside them
         )
         self.color_bar.setImageItem(
             [self.image, self.optimized_image], insert_in=self.optimized_plot.getPlotItem()
@@ -46,7 +54,9 @@ class HeatmapPanel(QWidget):
         layout.addWidget(self.optimized_plot, 1)
 
     def show_stats(self, name: str, stats: LayerStats, optimized: LayerStats | None = None) -> None:
-        self.plot.setTitle(f"Sparsity of {name}", size="9pt")
+        # A short title: a long one sets the plot's minimum width and the two maps get clipped.
+        self.plot.setTitle(f"Sparsity of {short_layer_name(name, TITLE_CHARS)}", size="9pt")
+        self.plot.setToolTip(f"Zero fraction per output channel × input block of {name}")
         self.image.setImage(stats.sparsity_map, autoLevels=False, levels=(0.0, 1.0))
         same_grid = optimized is not None and optimized.sparsity_map.shape == stats.sparsity_map.shape
         self.optimized_plot.setTitle("optimized" if same_grid else "optimized (channels removed)", size="9pt")

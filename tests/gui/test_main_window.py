@@ -3,7 +3,9 @@
 import numpy as np
 from PySide6.QtCore import Qt
 
+from slimscope.core.inspection_table import short_layer_name
 from slimscope.gui import settings
+from slimscope.gui.panels.heatmap_panel import TITLE_CHARS
 from slimscope.gui.panels.layer_table import COLUMNS
 from slimscope.resources import DEMO_MODEL
 
@@ -25,7 +27,8 @@ def test_selecting_a_layer_shows_its_histogram_and_sparsity_map(qtbot, open_and_
         np.testing.assert_array_equal(window.histogram.curve.yData, expected.histogram_counts)
         np.testing.assert_array_equal(window.histogram.curve.xData, expected.histogram_edges)
         np.testing.assert_array_equal(window.heatmap.image.image, expected.sparsity_map)
-        assert name in window.heatmap.plot.getPlotItem().titleLabel.text
+        assert short_layer_name(name, TITLE_CHARS) in window.heatmap.plot.getPlotItem().titleLabel.text
+        assert name in window.heatmap.plot.toolTip()
 
 
 def test_log_counts_keeps_the_data(qtbot, open_and_wait, window, demo_report):
