@@ -38,7 +38,7 @@ from slimscope.core.quantize.islands import float_islands
 from slimscope.core.recipe import LayerSettings, PruneSpec, PtqSpec, QuantSpec, Recipe
 from slimscope.core.sensitivity import SensitivityCache, SensitivityReport, iter_sensitivity
 from slimscope.core.shapes import infer_shapes
-from slimscope.core.tasks import Progress, Task
+from slimscope.core.tasks import Progress, Task, scaled
 
 Goal = Literal["size", "latency", "both"]
 GOALS: tuple[Goal, ...] = ("size", "latency", "both")
@@ -142,7 +142,7 @@ def iter_auto_recipe(
         sweep = iter_sensitivity(
             loaded, data, SWEEP_SETTINGS[goal], calibration=calib, cache=sensitivity_cache
         )
-        sensitivity = yield from _scaled(sweep, 0.0, 0.5, keep_partial=False)
+        sensitivity = yield from scaled(sweep, 0.0, 0.5, None)
     # MACs need concrete input sizes: the model's own, else the data's (free height and width are common).
     given = concrete_shapes(loaded.input_shapes) or {loaded.model.graph.input[0].name: (1, *data.x.shape[1:])}
     shapes = infer_shapes(loaded.model, given)
@@ -160,11 +160,11 @@ def iter_auto_recipe(
         step = len(candidates)
         start, end = 0.5 + 0.5 * step / max_verifications, 0.5 + 0.5 * (step + 1) / max_verifications
         yield Progress(start, f"Verifying candidate {step + 1} ({len(selection)} layer settings)")
-        result = yield from _scaled(iter_optimize(loaded, recipe, calib, cache=cache), start, start, False)
-        report = yield from _scaled(
+        result = yield from scaled(iter_optimize(loaded, recipe, calib, cache=cache), start, start, None)
+        report = yield from scaled(
             iter_evaluate(loaded.model, result.model, data, latency=True, latency_threads=(1,),
                           latency_budget_s=_LATENCY_BUDGET_S),
-            start, end, keep_partial=False,
+            start, end, None,
         )  # fmt: skip
         drop = _drop(report)
         latency = report.latency_ms[0].optimized.median_ms if report.latency_ms else None
@@ -337,18 +337,3 @@ def _samples(calibration: Dataset | np.ndarray, loaded: LoadedModel) -> np.ndarr
     if isinstance(calibration, np.ndarray):
         return calibration
     return fit_to_model(calibration, loaded.model).x
-
-
-def _scaled(task: Task[Any], start: float, end: float, keep_partial: bool = True):
-    """Re-yield a sub-task's progress mapped into [start, end]; its partial results only if asked."""
-    while True:
-        try:
-            progress = next(task)
-        except StopIteration as stop:
-            return stop.value
-        fraction = None if progress.fraction is None else start + (end - start) * progress.fraction
-        try:
-            yield Progress(fraction, progress.message, progress.partial if keep_partial else None)
-        except GeneratorExit:
-            task.close()
-            raise

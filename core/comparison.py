@@ -19,7 +19,7 @@ from slimscope.core.evaluate.report import EvalReport
 from slimscope.core.model import LoadedModel
 from slimscope.core.optimize import OptimizeCache, OptimizeResult, iter_optimize
 from slimscope.core.recipe import Recipe
-from slimscope.core.tasks import Progress, Task
+from slimscope.core.tasks import Task, scaled
 from slimscope.core.weight_views import WeightView, iter_weight_views
 
 COMPARISON_SAMPLES = 300  # evaluation samples a live comparison uses: enough to see a drop, quick to run
@@ -55,7 +55,7 @@ def iter_compare(
     per-layer errors are measured and the returned comparison holds them too."""
     spec = PreprocessSpec.from_dict(recipe.data.get("preprocess"))
     calib = yield from _read(calibration or evaluation, spec, loaded, None)
-    result = yield from _scaled(iter_optimize(loaded, recipe, calib.x, cache=cache), 0.0, 0.6)
+    result = yield from scaled(iter_optimize(loaded, recipe, calib.x, cache=cache), 0.0, 0.6)
     data = yield from _read(evaluation, spec, loaded, max_samples)
     task = iter_evaluate(
         loaded.model,
@@ -70,10 +70,14 @@ def iter_compare(
         known_footprints=None if original_footprint is None else {"original": original_footprint},
     )
     end = 0.95 if details else 1.0
-    report = yield from _scaled(task, 0.6, end, lambda early: Comparison(recipe, result, early))
+
+    def headline(partial: object) -> object:  # the preliminary report becomes a partial Comparison
+        return Comparison(recipe, result, partial) if isinstance(partial, EvalReport) else partial
+
+    report = yield from scaled(task, 0.6, end, headline)
     views = {}
     if details:
-        views = yield from _scaled(
+        views = yield from scaled(
             iter_weight_views(loaded.model, result.model, set(result.sparsity)), end, 1.0
         )
     return Comparison(recipe, result, report, views)
@@ -84,20 +88,3 @@ def _read(path: Path, spec: PreprocessSpec, loaded: LoadedModel, limit: int | No
         raise DatasetError(f"The data '{path}' does not exist.")
     dataset = yield from iter_load_dataset(path, spec, limit)
     return fit_to_model(dataset, loaded.model)
-
-
-def _scaled(task: Task, start: float, end: float, wrap_report=None):
-    """Re-yield `task`'s progress mapped into [start, end], keeping its partial results (a partial
-    `EvalReport` passed through `wrap_report`)."""
-    try:
-        while True:
-            progress = next(task)
-            fraction = None if progress.fraction is None else start + (end - start) * progress.fraction
-            partial = progress.partial
-            if wrap_report is not None and isinstance(partial, EvalReport):
-                partial = wrap_report(partial)
-            yield Progress(fraction, progress.message, partial)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        task.close()

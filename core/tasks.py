@@ -35,6 +35,24 @@ class Progress:
 Task = Generator[Progress, None, T]
 
 
+def scaled(
+    task: Task[T], start: float, end: float, partial: Callable[[Any], Any] | None = lambda value: value
+) -> Task[T]:
+    """Re-yield a sub-task's progress with its fraction mapped into [start, end] of the caller's; each
+    partial result goes through `partial` (None drops them). Closing this closes the sub-task."""
+    try:
+        while True:
+            try:
+                progress = next(task)
+            except StopIteration as stop:
+                return stop.value
+            fraction = None if progress.fraction is None else start + (end - start) * progress.fraction
+            value = None if partial is None or progress.partial is None else partial(progress.partial)
+            yield Progress(fraction, progress.message, value)
+    finally:
+        task.close()
+
+
 def run_sync(task: Task[T], on_progress: Callable[[Progress], None] | None = None) -> T:
     """Drive a task generator to its end and return its result."""
     while True:
