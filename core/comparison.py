@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slimscope.core.data import PreprocessSpec, fit_to_model, iter_load_dataset
+import onnx
+
+from slimscope.core.data import Dataset, PreprocessSpec, fit_to_model, iter_load_dataset
 from slimscope.core.errors import DatasetError
 from slimscope.core.evaluate import iter_evaluate, layer_tensors
 from slimscope.core.evaluate.footprint import Footprint
@@ -54,9 +56,9 @@ def iter_compare(
     With `details`, the headline comparison is yielded as a partial result, then latency (one thread) and
     per-layer errors are measured and the returned comparison holds them too."""
     spec = PreprocessSpec.from_dict(recipe.data.get("preprocess"))
-    calib = yield from _read(calibration or evaluation, spec, loaded, None)
+    calib = yield from iter_read_data(calibration or evaluation, spec, loaded.model, None)
     result = yield from scaled(iter_optimize(loaded, recipe, calib.x, cache=cache), 0.0, 0.6)
-    data = yield from _read(evaluation, spec, loaded, max_samples)
+    data = yield from iter_read_data(evaluation, spec, loaded.model, max_samples)
     task = iter_evaluate(
         loaded.model,
         result.model,
@@ -83,8 +85,11 @@ def iter_compare(
     return Comparison(recipe, result, report, views)
 
 
-def _read(path: Path, spec: PreprocessSpec, loaded: LoadedModel, limit: int | None):
+def iter_read_data(
+    path: Path, preprocess: PreprocessSpec | dict | None, model: onnx.ModelProto, limit: int | None
+) -> Task[Dataset]:
+    """At most `limit` samples of the data at `path`, preprocessed and fitted to `model`'s input."""
     if not Path(path).exists():
         raise DatasetError(f"The data '{path}' does not exist.")
-    dataset = yield from iter_load_dataset(path, spec, limit)
-    return fit_to_model(dataset, loaded.model)
+    dataset = yield from iter_load_dataset(path, preprocess, limit)
+    return fit_to_model(dataset, model)

@@ -28,9 +28,7 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -38,6 +36,7 @@ import onnx
 from slimscope.core.errors import CancelledError, OptimizeError, SlimscopeError
 from slimscope.core.model import LoadedModel
 from slimscope.core.tasks import Task
+from slimscope.core.worker_jobs import JOBS, ChildState, set_model
 
 _POLL_S = 0.05  # how often a waiting task checks that the child is still alive
 _COUNT = struct.Struct("!I")
@@ -81,136 +80,8 @@ def receive_message(conn: Connection) -> Any:
 _UNKNOWN = object()  # the child's model while an open job may be replacing it
 
 
-@dataclass
-class ChildState:
-    """What the child keeps between jobs: the open model and what repeat runs reuse."""
-
-    loaded: LoadedModel | None = None
-    cache: Any = None  # an OptimizeCache, made when a model arrives
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _open(state: ChildState, path: Path, trust: bool, input_shapes: list[tuple[int, ...]] | None):
-    """Load and inspect a model file; on success the child keeps it as the model later jobs work on.
-
-    Parsing, checking and converting a file the user just picked is the riskiest work Slimscope does;
-    here a crash or a runaway allocation ends the child, not the window."""
-    from slimscope.core.inspection import iter_inspect
-    from slimscope.core.loading import iter_load_model
-
-    loaded = yield from iter_load_model(path, trust=trust, input_shapes=input_shapes)
-    report = yield from iter_inspect(loaded)
-    _set_model(state, loaded)
-    return report
-
-
-def _compare(state: ChildState, recipe, evaluation: Path, calibration: Path | None, details: bool = True):
-    from slimscope.core.comparison import iter_compare
-    from slimscope.core.evaluate.footprint import Footprint
-
-    if state.loaded is None:
-        raise OptimizeError("No model was sent to the optimizer process.")
-    comparison = yield from iter_compare(
-        state.loaded,
-        recipe,
-        evaluation,
-        calibration,
-        cache=state.cache,
-        details=details,
-        original_footprint=state.extra.get("footprint"),
-    )
-    report = comparison.report
-    if report.gzip_bytes.get("original") is not None:  # the original's footprint, measured once per model
-        state.extra["footprint"] = Footprint(
-            report.size_bytes["original"], report.gzip_bytes["original"], report.nonzero_params["original"]
-        )
-    return comparison
-
-
-def _read_data(state: ChildState, path: Path, preprocess: dict | None, limit: int | None):
-    from slimscope.core.data import fit_to_model, iter_load_dataset
-
-    assert state.loaded is not None
-    dataset = yield from iter_load_dataset(path, preprocess, limit)
-    return fit_to_model(dataset, state.loaded.model)
-
-
-def _sensitivity_cache(state: ChildState):
-    from slimscope.core.sensitivity import SensitivityCache
-
-    return state.extra.setdefault("sensitivity", SensitivityCache())  # per model: repeat sweeps are instant
-
-
-def _sensitivity(
-    state: ChildState,
-    evaluation: Path,
-    calibration: Path | None,
-    preprocess: dict | None = None,
-    settings: str | None = None,
-    max_samples: int = 512,
-    ray_address: str | None = None,
-):
-    """A per-layer sensitivity sweep of the open model; partial results are the report so far. With
-    `ray_address`, the probes run on that Ray cluster (results identical to the local sweep)."""
-    from slimscope.core.executor import RayExecutor
-    from slimscope.core.sensitivity import iter_sensitivity
-
-    if state.loaded is None:
-        raise OptimizeError("No model was sent to the optimizer process.")
-    data = yield from _read_data(state, evaluation, preprocess, max_samples)
-    calib = None if calibration is None else (yield from _read_data(state, calibration, preprocess, None))
-    executor = RayExecutor(ray_address) if ray_address else None
-    try:
-        return (
-            yield from iter_sensitivity(
-                state.loaded, data, settings, calibration=calib, max_samples=max_samples,
-                cache=_sensitivity_cache(state), executor=executor,
-            )
-        )  # fmt: skip
-    finally:
-        if executor is not None:
-            executor.close()
-
-
-def _auto(
-    state: ChildState,
-    evaluation: Path,
-    calibration: Path | None,
-    preprocess: dict | None,
-    max_drop: float,
-    goal: str,
-    base=None,
-    max_samples: int = 1000,
-):
-    """An automatic recipe for the open model; partial results are the verified candidates (Comparisons)."""
-    from slimscope.core.auto_recipe import GOALS, iter_auto_recipe
-
-    if goal not in GOALS:
-        raise OptimizeError(f"The goal must be one of {', '.join(GOALS)}, not {goal!r}.")
-
-    if state.loaded is None:
-        raise OptimizeError("No model was sent to the optimizer process.")
-    data = yield from _read_data(state, evaluation, preprocess, max_samples)
-    calib = None if calibration is None else (yield from _read_data(state, calibration, preprocess, None))
-    return (
-        yield from iter_auto_recipe(
-            state.loaded, data, max_drop=max_drop, goal=goal, calibration=calib,
-            sensitivity_cache=_sensitivity_cache(state), base=base,
-        )
-    )  # fmt: skip
-
-
-# The jobs a child can run, by name: each takes the child's state and the job's arguments, returns a task.
-# A job may also be named "package.module:function" (tests use this for jobs of their own).
-JOBS: dict[str, Callable[..., Task[Any]]] = {
-    "open": _open,
-    "compare": _compare,
-    "sensitivity": _sensitivity,
-    "auto": _auto,
-}
-
-
 def _job_function(job: str) -> Callable[..., Task[Any]]:
+    """A job of `core/worker_jobs.py` by name, or "package.module:function" (tests use their own)."""
     if job in JOBS:
         return JOBS[job]
     module, _, name = job.partition(":")
@@ -394,17 +265,11 @@ def _child_main(conn: Connection) -> None:
             return
         try:
             if kind == "model":
-                _set_model(state, message[1])
+                set_model(state, message[1])
             elif kind == "run" and not _run_job(conn, state, inbox, *message[1:]):
                 return
         except (BrokenPipeError, ConnectionResetError, EOFError):
             return  # the window went away mid-job: nobody is left to answer
-
-
-def _set_model(state: ChildState, loaded: LoadedModel | None) -> None:
-    from slimscope.core.optimize import OptimizeCache
-
-    state.loaded, state.cache, state.extra = loaded, OptimizeCache(), {}
 
 
 def _run_job(conn: Connection, state: ChildState, inbox: deque, job_id: int, job: str, args: tuple) -> bool:

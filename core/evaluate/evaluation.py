@@ -30,7 +30,7 @@ from slimscope.core.evaluate.report import (
     layer_warnings,
 )
 from slimscope.core.evaluate.sessions import batch_step, batches, create_runner
-from slimscope.core.tasks import Progress, Task, run_sync
+from slimscope.core.tasks import Progress, Task, run_sync, scaled
 
 if TYPE_CHECKING:
     from slimscope.core.executor import Executor
@@ -78,7 +78,7 @@ def iter_evaluate(
         from slimscope.core.evaluate.distributed import iter_compare_outputs_on
 
         outputs = iter_compare_outputs_on(executor, original, optimized, data)
-    comparison = yield from _scaled(outputs, phases["outputs"])
+    comparison = yield from scaled(outputs, *phases["outputs"])
     yield Progress(phases["size"][0], "Measuring model sizes")
     known = dict(known_footprints or {})
     early = preliminary and bool(per_layer or latency)  # gzip (slow for big models) waits for the details
@@ -97,11 +97,11 @@ def iter_evaluate(
     layers: tuple[LayerError, ...] = ()
     if per_layer:
         errors = iter_layer_errors(original, optimized, data, per_layer, max_samples=per_layer_samples)
-        layers = tuple((yield from _scaled(errors, phases["layers"])))
+        layers = tuple((yield from scaled(errors, *phases["layers"])))
     timings = None
     if latency:
         timing = _iter_latency(original, optimized, data, latency_threads, latency_budget_s)
-        timings = yield from _scaled(timing, phases["latency"])
+        timings = yield from scaled(timing, *phases["latency"])
     return _report(comparison, labelled, timings, footprints, layers, macs, original)
 
 
@@ -180,7 +180,7 @@ def _iter_latency(
         task = iter_measure_latency(
             models, count, LATENCY_RUNS, LATENCY_WARMUP, sample=data.x, budget_s=budget_s
         )
-        stats = yield from _scaled(task, (position / len(counts), (position + 1) / len(counts)))
+        stats = yield from scaled(task, position / len(counts), (position + 1) / len(counts))
         rows.append(LatencyComparison(count, stats["original"], stats["optimized"]))
     return tuple(rows)
 
@@ -210,19 +210,3 @@ def _spans(phases: list[str]) -> dict[str, tuple[float, float]]:
         spans[phase] = (start, end)
         start = end
     return spans
-
-
-def _scaled(task: Task[Any], span: tuple[float, float]) -> Task[Any]:
-    """Re-yield a sub-task's progress with its fraction mapped into `span` of the whole."""
-    start, end = span
-    while True:
-        try:
-            progress = next(task)
-        except StopIteration as stop:
-            return stop.value
-        fraction = None if progress.fraction is None else start + (end - start) * progress.fraction
-        try:
-            yield Progress(fraction, progress.message, progress.partial)
-        except GeneratorExit:
-            task.close()  # cancel the sub-task now, not whenever it is collected
-            raise
