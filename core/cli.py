@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     from slimscope.core.cli_auto import add_auto_arguments
 
     add_auto_arguments(verbs, _model_arguments)
+    from slimscope.core.cli_finetune import add_finetune_arguments
+
+    add_finetune_arguments(verbs, _model_arguments)
     return parser
 
 
@@ -226,5 +229,11 @@ def _auto(args: argparse.Namespace) -> int:
     return run_auto(args, _run, _load)
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from slimscope.core.cli_finetune import run_finetune
+
+    return run_finetune(args, _run, _load)
+
+
 _VERBS = {"inspect": _inspect, "gui": _gui, "recipe": _recipe, "optimize": _optimize, "evaluate": _evaluate,
-          "sensitivity": _sensitivity, "auto": _auto}  # fmt: skip
+          "sensitivity": _sensitivity, "auto": _auto, "finetune": _finetune}  # fmt: skip

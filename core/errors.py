@@ -58,3 +58,7 @@ class CancelledError(SlimscopeError):
 
 class QuantizationError(SlimscopeError):
     """onnxruntime's quantizer could not quantize the model as asked."""
+
+
+class TrainingError(SlimscopeError):
+    """Retraining (gradual pruning with fine-tuning, quantization-aware training) cannot run as asked."""

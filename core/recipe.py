@@ -121,6 +121,19 @@ class Recipe:
     layers: tuple[tuple[str, LayerOverride], ...] = ()
     data_json: str = ""  # the "data" section (preprocessing, calibration size) as canonical JSON
     ptq: PtqSpec = PtqSpec()  # the "ptq" section
+    training_json: str = ""  # the "training" section (retraining settings) as canonical JSON
+
+    @property
+    def training(self) -> Any:
+        """The "training" section as a `train.train_spec.TrainSpec` (defaults when absent)."""
+        from slimscope.core.train.train_spec import TrainSpec
+
+        return TrainSpec.from_dict(json.loads(self.training_json) if self.training_json else None)
+
+    def with_training(self, training: Any) -> Recipe:
+        """A new recipe with the "training" section replaced by a TrainSpec (defaults drop it)."""
+        section = training.to_dict()
+        return replace(self, training_json=json.dumps(section, sort_keys=True) if section else "")
 
     @property
     def data(self) -> dict[str, Any]:
@@ -216,6 +229,8 @@ class Recipe:
             result["data"] = self.data
         if self.ptq != PtqSpec():  # written only when used, so older Slimscopes read everyday recipes
             result["ptq"] = {k: v for k, v in asdict(self.ptq).items() if v != getattr(PtqSpec(), k)}
+        if self.training_json:
+            result["training"] = json.loads(self.training_json)
         return result
 
 
@@ -251,7 +266,9 @@ def parse_recipe(data: Mapping[str, Any]) -> Recipe:
     ptq = PtqSpec(**data.get("ptq", {}))
     if ptq.relu6_to_relu and not ptq.equalize:
         raise _error("only applies with 'equalize': true", None, "ptq.relu6_to_relu", False)
-    recipe = Recipe(defaults, layers, data_json, ptq)
+    training = data.get("training")
+    training_json = json.dumps(training, sort_keys=True) if training else ""
+    recipe = Recipe(defaults, layers, data_json, ptq, training_json)
     for name, _ in layers:
         _check(recipe.settings_for(name), name)
     return recipe
@@ -332,6 +349,26 @@ _EXPECTED = {
     "ptq.bias_correction": "must be true or false",
     "ptq.keep_first_last": "must be 'float', 'int16' or null",
     "quantize": "must be an object or null",
+    "training": "must be an object (see docs/recipe.md for its fields)",
+    "training.steps": "must be an integer from 1 to 100",
+    "training.schedule": "must be 'cubic' or 'linear'",
+    "training.epochs_per_step": "must be an integer >= 0",
+    "training.final_epochs": "must be an integer >= 0",
+    "training.batch_size": "must be an integer >= 1",
+    "training.learning_rate": "must be a number > 0 and <= 10",
+    "training.optimizer": "must be 'sgd' or 'adam'",
+    "training.weight_decay": "must be a number from 0 to 1",
+    "training.lr_schedule": "must be 'cosine' or 'constant'",
+    "training.patience": "must be an integer >= 1",
+    "training.val_fraction": "must be a number > 0 and <= 0.5",
+    "training.max_batches_per_epoch": "must be an integer >= 1 or null",
+    "training.seed": "must be an integer >= 0",
+    "training.augment.shift": "must be an integer from 0 to 64",
+    "training.augment.flip": "must be true or false",
+    "training.augment.noise": "must be a number from 0 to 10",
+    "training.qat.epochs": "must be an integer >= 0",
+    "training.qat.learning_rate": "must be a number > 0 and <= 10",
+    "training.qat.ranges": "must be 'calibrated' or 'learned'",
     "quantize.weight_bits": "must be an integer from 2 to 8, or 16",
     "quantize.activation_bits": "must be 8 or 16",
     "quantize.granularity": "must be 'per_channel' or 'per_tensor'",

@@ -134,6 +134,39 @@ def _auto(
     )  # fmt: skip
 
 
+def _finetune(
+    state: ChildState,
+    recipe,
+    train: Path,
+    val: Path | None,
+    calibration: Path | None,
+    checkpoint_dir: Path | None,
+    resume: bool = False,
+):
+    """Retrain the open model to `recipe`; partial results are the baseline, then TrainingEvents."""
+    from slimscope.core.evaluate.latency import available_threads
+    from slimscope.core.train.finetune import iter_finetune
+    from slimscope.core.train.train_data import open_training_data
+
+    if state.loaded is None:
+        raise OptimizeError("No model was sent to the optimizer process.")
+    preprocess = recipe.data.get("preprocess")
+    spec = recipe.training
+    train_data = open_training_data(train, preprocess, state.loaded.model)
+    if val is not None:
+        val_data = open_training_data(val, preprocess, state.loaded.model)
+    else:
+        train_data, val_data = train_data.split(spec.val_fraction, spec.seed)
+    calib = None if calibration is None else (yield from _read_data(state, calibration, preprocess, None))
+    return (
+        yield from iter_finetune(
+            state.loaded, recipe, train_data, val_data, calibration=None if calib is None else calib.x,
+            checkpoint_dir=checkpoint_dir, resume=resume,
+            threads=max(1, available_threads() - 1),  # a core stays for the window and the live comparison
+        )
+    )  # fmt: skip
+
+
 # The jobs a child can run, by name: each takes the child's state and the job's arguments, returns a task.
 # A job may also be named "package.module:function" (tests use this for jobs of their own).
 JOBS: dict[str, Callable[..., Task[Any]]] = {
@@ -141,6 +174,7 @@ JOBS: dict[str, Callable[..., Task[Any]]] = {
     "compare": _compare,
     "sensitivity": _sensitivity,
     "auto": _auto,
+    "finetune": _finetune,
 }
 
 

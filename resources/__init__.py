@@ -6,3 +6,4 @@ DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_MODEL = DEMO_DIR / "digits_net.onnx"
 DEMO_DATA = DEMO_DIR / "digits_test.npz"
 DEMO_CALIBRATION = DEMO_DIR / "digits_calib.npz"
+DEMO_TRAINING = DEMO_DIR / "digits_train.npz"  # the training images (uint8 28x28), for retraining

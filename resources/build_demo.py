@@ -33,8 +33,11 @@ from torch import nn
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 MODEL_PATH = DEMO_DIR / "digits_net.onnx"
 DATA_PATH = DEMO_DIR / "digits_test.npz"
-CALIB_PATH = DEMO_DIR / "digits_calib.npz"  # quantization calibrates on training images, never on the test set
+CALIB_PATH = (
+    DEMO_DIR / "digits_calib.npz"
+)  # quantization calibrates on training images, never on the test set
 CALIB_SAMPLES = 256
+TRAIN_PATH = DEMO_DIR / "digits_train.npz"  # the training images, for retraining (slimscope finetune)
 META_PATH = DEMO_DIR / "digits_net.json"
 
 SEED = 0
@@ -228,6 +231,21 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def write_training_set(x_train: np.ndarray, y_train: np.ndarray) -> None:
+    """The training images as 8-bit pixels (x uint8 (N,28,28), y): a quarter of float32's size, and
+    Slimscope's readers turn such images into model input (/255) as the network was trained on."""
+    pixels = np.rint(x_train[:, 0] * 255.0).astype(np.uint8)
+    write_atomically(TRAIN_PATH, lambda p: np.savez_compressed(p, x=pixels, y=y_train))
+
+
+def write_training_set_only() -> None:
+    """Rewrite only digits_train.npz (same split as the committed model), without retraining."""
+    x, y, test_size, _ = load_digits()
+    x_train, _, y_train, _ = train_test_split(x, y, test_size=test_size, stratify=y, random_state=SEED)
+    write_training_set(x_train, y_train)
+    print(f"wrote {TRAIN_PATH} ({TRAIN_PATH.stat().st_size / 1024:.0f} KiB)")
+
+
 def main() -> None:
     started = time.perf_counter()
     torch.set_num_threads(2)
@@ -252,6 +270,7 @@ def main() -> None:
     ort_acc = write_atomically(MODEL_PATH, lambda p: export_onnx(model, p, x_test, y_test, torch_acc))
     write_atomically(DATA_PATH, lambda p: np.savez_compressed(p, x=x_test, y=y_test))
     write_calibration_set(x_train, y_train)
+    write_training_set(x_train, y_train)
     metadata = {
         "source": source,
         "split": {"train": len(x_train), "test": len(x_test), "stratified": True, "seed": SEED},
@@ -273,10 +292,10 @@ def main() -> None:
         "command": COMMAND,
     }
     write_atomically(META_PATH, lambda p: p.write_text(json.dumps(metadata, indent=2) + "\n"))
-    for path in (MODEL_PATH, DATA_PATH, CALIB_PATH, META_PATH):
+    for path in (MODEL_PATH, DATA_PATH, CALIB_PATH, TRAIN_PATH, META_PATH):
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     print(f"done in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    write_training_set_only() if "--training-set-only" in sys.argv[1:] else main()

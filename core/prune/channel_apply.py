@@ -49,6 +49,25 @@ def iter_apply_channel_pruning(model: onnx.ModelProto, plan: ChannelPlan) -> Tas
     return onnx.shape_inference.infer_shapes(pruned)
 
 
+def removed_entries(model: onnx.ModelProto, plan: ChannelPlan) -> dict[str, dict[int, np.ndarray]]:
+    """Per initializer, per axis, which positions the plan keeps (False: removed), without removing them.
+
+    Retraining zeroes these entries and keeps them at zero while it fine-tunes, then removes the
+    channels for real; a weight cut differently by two of its users keeps only what both keep.
+    """
+    masks: Masks = {}
+    for group_plan in plan.groups:
+        if group_plan.removed:
+            _mark_cuts(model.graph, group_plan, masks)
+    by_tensor: dict[str, dict[int, np.ndarray]] = {}
+    for (node_index, slot), axes in masks.items():
+        name = model.graph.node[node_index].input[slot]
+        for axis, keep in axes.items():
+            known = by_tensor.setdefault(name, {})
+            known[axis] = keep & known[axis] if axis in known else keep.copy()
+    return by_tensor
+
+
 def _mark_cuts(graph: onnx.GraphProto, group_plan: GroupPlan, masks: Masks) -> None:
     removed = np.asarray(group_plan.removed, dtype=np.int64)
     sizes = {t.name: tuple(t.dims) for t in graph.initializer}
