@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import onnx
@@ -32,83 +32,20 @@ from slimscope.core.data.fit import fit_to_model
 from slimscope.core.data.preprocess import PreprocessSpec, images_to_input, resize_array_images
 from slimscope.core.data.readers import data_kind
 from slimscope.core.errors import DatasetError
+from slimscope.core.train.augment import augment_batch
+from slimscope.core.train.train_spec import AugmentSettings
 
 # Private helpers of the evaluation readers, imported so that training data is listed, checked and
 # decoded by exactly the same rules and messages (those modules are not ours to change).
 from slimscope.core.data.image_folder import _list_images, _read  # isort: skip
 from slimscope.core.data.npz_reader import _as_nhwc, _labels, _reason  # isort: skip
 
-__all__ = ["AugmentSpec", "Augmentation", "TrainingData", "augment_batch", "open_training_data"]
+__all__ = ["TrainingData", "open_training_data"]
 
 _CHUNK_SAMPLES = 2048  # samples read at a time from a compressed `x`
 _CHUNK_BYTES = 32 * 2**20  # ...or fewer, so that a chunk of large images stays this small
 _WINDOW_CHUNKS = 4  # chunks whose samples are mixed together when a compressed `x` is shuffled
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # zip local file header: signature, ..., name and extra lengths
-
-
-class Augmentation(Protocol):
-    """What `batches` needs of an augmentation: `AugmentSpec`, or the recipe's `AugmentSettings`."""
-
-    @property
-    def shift(self) -> int: ...
-    @property
-    def flip(self) -> bool: ...
-    @property
-    def noise(self) -> float: ...
-
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    """Random changes to training batches, made on the model-ready float input."""
-
-    shift: int = 0  # random translation by up to this many pixels (zero padded), per sample
-    flip: bool = False  # random horizontal flip
-    noise: float = 0.0  # std of Gaussian noise added to the model-ready input
-
-    def __post_init__(self) -> None:
-        if isinstance(self.shift, bool) or not isinstance(self.shift, int) or self.shift < 0:
-            raise DatasetError(
-                f"Augmentation 'shift' must be a whole number of pixels >= 0, got {self.shift!r}."
-            )
-        if not isinstance(self.flip, bool):
-            raise DatasetError(f"Augmentation 'flip' must be true or false, got {self.flip!r}.")
-        noise_ok = isinstance(self.noise, int | float) and not isinstance(self.noise, bool)
-        if not noise_ok or not math.isfinite(self.noise) or self.noise < 0:
-            raise DatasetError(f"Augmentation 'noise' must be a number >= 0, got {self.noise!r}.")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> AugmentSpec:
-        """From a recipe's "augment" object; raises DatasetError for unknown or invalid settings."""
-        values = dict(data or {})
-        unknown = sorted(set(values) - {"shift", "flip", "noise"})
-        if unknown:
-            raise DatasetError(f"Augmentation has no setting {unknown[0]!r}; it takes shift, flip and noise.")
-        return cls(**values)
-
-
-def augment_batch(x: np.ndarray, augment: Augmentation, layout: str, rng: np.random.Generator) -> np.ndarray:
-    """`x` (model-ready float32 images, `layout` NCHW or NHWC) randomly shifted, flipped and noised."""
-    images = x if layout == "NCHW" else x.transpose(0, 3, 1, 2)  # a view with the image axes last
-    images = _shifted(images, augment.shift, rng) if augment.shift else images.copy()  # x stays as is
-    if augment.flip:
-        flipped = rng.random(len(images)) < 0.5
-        images[flipped] = images[flipped, :, :, ::-1]  # the right side copies first: no overlap
-    result = np.ascontiguousarray(images if layout == "NCHW" else images.transpose(0, 2, 3, 1))
-    if augment.noise:
-        result += np.float32(augment.noise) * rng.standard_normal(result.shape, dtype=np.float32)
-    return result
-
-
-def _shifted(images: np.ndarray, shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Every [C, H, W] image moved by its own random (dy, dx) in [-shift, shift]; zeros fill in."""
-    height, width = images.shape[2:]
-    padded = np.pad(images, ((0, 0), (0, 0), (shift, shift), (shift, shift)))
-    moves = rng.integers(-shift, shift + 1, size=(len(images), 2))
-    shifted = np.empty_like(images)
-    for index, (dy, dx) in enumerate(moves):  # content moves down by dy and right by dx
-        top, left = shift - dy, shift - dx
-        shifted[index] = padded[index, :, top : top + height, left : left + width]
-    return shifted
 
 
 @dataclass(frozen=True)
@@ -253,7 +190,7 @@ class TrainingData:
         return "NHWC" if len(shape) == 3 and shape[-1] in (1, 3) and shape[0] not in (1, 3) else "NCHW"
 
     def batches(
-        self, batch_size: int, *, shuffle: bool, seed: int = 0, augment: Augmentation | None = None
+        self, batch_size: int, *, shuffle: bool, seed: int = 0, augment: AugmentSettings | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(x float32 model-ready, y int64) batches covering the set once; the last may be smaller.
 
@@ -282,7 +219,7 @@ class TrainingData:
         batch_size: int,
         shuffle: bool,
         order_rng: np.random.Generator,
-        augment: Augmentation | None,
+        augment: AugmentSettings | None,
         augment_rng: np.random.Generator,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self.reader.random_access:

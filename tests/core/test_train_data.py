@@ -14,10 +14,12 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from slimscope.core.data import load_dataset
-from slimscope.core.errors import DatasetError
+from slimscope.core.errors import DatasetError, RecipeError
 from slimscope.core.loading import load_model
+from slimscope.core.recipe import parse_recipe
 from slimscope.core.train import train_data as train_data_module
-from slimscope.core.train.train_data import AugmentSpec, TrainingData, open_training_data
+from slimscope.core.train.train_data import TrainingData, open_training_data
+from slimscope.core.train.train_spec import AugmentSettings
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
 
@@ -248,11 +250,11 @@ def test_augment_shift_moves_content_and_keeps_shape(tmp_path: Path) -> None:
     x[:, 0, 4, 4] = 1.0
     path = write_npz(tmp_path / "dots.npz", False, x=x, y=np.zeros(64, np.int64))
     data = open_training_data(path, None, identity_model(1, 9, 9))
-    shifted, _ = collect(data, 64, augment=AugmentSpec(shift=2), seed=4)
+    shifted, _ = collect(data, 64, augment=AugmentSettings(shift=2), seed=4)
     assert shifted.shape == x.shape and (shifted.sum(axis=(1, 2, 3)) == 1.0).all()
     positions = {tuple(np.argwhere(sample[0] == 1.0)[0]) for sample in shifted}
     assert len(positions) > 5 and all(2 <= row <= 6 and 2 <= col <= 6 for row, col in positions)
-    again, _ = collect(data, 64, augment=AugmentSpec(shift=2), seed=4)
+    again, _ = collect(data, 64, augment=AugmentSettings(shift=2), seed=4)
     np.testing.assert_array_equal(again, shifted)
 
 
@@ -264,7 +266,7 @@ def test_augment_flip_mirrors_the_width_axis(tmp_path: Path, layout: str) -> Non
     dims = (1, 5, 7) if layout == "NCHW" else (5, 7, 1)
     data = open_training_data(path, {"layout": layout}, identity_model(*dims))
     plain, _ = collect(data, 40)
-    flipped, _ = collect(data, 40, augment=AugmentSpec(flip=True))
+    flipped, _ = collect(data, 40, augment=AugmentSettings(flip=True))
     width_axis = 3 if layout == "NCHW" else 2
     mirrored = np.flip(plain, axis=width_axis)
     is_mirrored = [np.array_equal(f, m) for f, m in zip(flipped, mirrored, strict=True)]
@@ -276,19 +278,20 @@ def test_augment_flip_mirrors_the_width_axis(tmp_path: Path, layout: str) -> Non
 def test_augment_noise_and_settings_checks(tmp_path: Path) -> None:
     data = labelled_npz(tmp_path, [0] * 200)
     plain, _ = collect(data, 50)
-    noisy, _ = collect(data, 50, augment=AugmentSpec.from_dict({"noise": 0.5}))
+    noisy, _ = collect(data, 50, augment=AugmentSettings(noise=0.5))
     assert abs(float((noisy - plain).std()) - 0.5) < 0.05
-    assert AugmentSpec.from_dict(None) == AugmentSpec()
+    recipe = parse_recipe({"version": 1, "training": {"augment": {"shift": 2}}})
+    assert recipe.training.augment == AugmentSettings(shift=2)
     for bad in ({"shift": -1}, {"shift": 1.5}, {"noise": -0.1}, {"flip": "yes"}, {"rotate": 10}):
-        with pytest.raises(DatasetError, match="ugmentation"):
-            AugmentSpec.from_dict(bad)
+        with pytest.raises(RecipeError, match="training.augment"):
+            parse_recipe({"version": 1, "training": {"augment": bad}})
 
 
 def test_shift_needs_image_samples(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "flat.npz", False, x=np.zeros((4, 6), np.float32), y=np.zeros(4, np.int64))
     data = open_training_data(path, None, identity_model(6))
     with pytest.raises(DatasetError, match="image samples"):
-        data.batches(2, shuffle=False, augment=AugmentSpec(shift=1))
+        data.batches(2, shuffle=False, augment=AugmentSettings(shift=1))
 
 
 # --- refusals -------------------------------------------------------------------------------------------
