@@ -7,6 +7,7 @@ attach, and change it only through its methods. Every setter emits only when the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from psygnal import Signal
 
@@ -16,12 +17,16 @@ from slimscope.core.model import LoadedModel
 from slimscope.core.recipe import Recipe, template_recipe
 from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL
 
+if TYPE_CHECKING:
+    from slimscope.core.train.finetune import FinetuneResult
+
 
 class Session:
     model_changed = Signal(object)  # ModelReport | None
     recipe_changed = Signal(object)  # Recipe | None
     data_changed = Signal()  # evaluation or calibration data
     result_changed = Signal(object)  # Comparison | None
+    retrained_changed = Signal(object)  # FinetuneResult | None
 
     def __init__(self) -> None:
         self.report: ModelReport | None = None
@@ -29,6 +34,9 @@ class Session:
         self.evaluation_data: Path | None = None
         self.calibration_data: Path | None = None  # None: calibrate on the evaluation data
         self.result: Comparison | None = None
+        # The last retraining of this model to the current recipe (Recipe → Retrain…); None after any
+        # model or recipe change, since its numbers belong to the recipe it was trained to.
+        self.retrained: FinetuneResult | None = None
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -51,6 +59,7 @@ class Session:
         self.evaluation_data = DEMO_DATA if demo else None
         self.calibration_data = DEMO_CALIBRATION if demo else None
         self.result = None
+        self.set_retrained(None)
         self.model_changed.emit(report)
         self.data_changed.emit()
         self.result_changed.emit(None)
@@ -61,6 +70,7 @@ class Session:
             raise RuntimeError("No model is open.")
         if recipe != self.recipe:
             self.recipe = recipe
+            self.set_retrained(None)
             self.recipe_changed.emit(recipe)
 
     def set_evaluation_data(self, path: Path | None) -> None:
@@ -77,6 +87,12 @@ class Session:
         if result is not self.result:
             self.result = result
             self.result_changed.emit(result)
+
+    def set_retrained(self, result: FinetuneResult | None) -> None:
+        """The retraining result of the current model and recipe (None: there is none)."""
+        if result is not self.retrained:
+            self.retrained = result
+            self.retrained_changed.emit(result)
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -1,26 +1,31 @@
-"""`Analysis`: the sensitivity sweep and the automatic recipe, run in a child process of their own.
+"""`Analysis`: sensitivity sweeps, automatic recipes and retraining, run in a child process of their own.
 
 Its own `TaskProcess` (not the live comparison's) so that a sweep of minutes does not stop the comparison
 of each recipe edit, and an edit does not stop the sweep. One job at a time here too: a newer sweep or
 automatic recipe cancels the running one (`TaskRunner`). The child keeps a `SensitivityCache` per model,
 so a repeat sweep — or the automatic recipe's own sweep after one in the panel — is measured once.
+Retraining (`run_finetune`) streams its baseline and training events, and its result becomes the Session's
+`retrained` when the recipe it trained to is still the Session's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
 from slimscope.core.auto_recipe import AutoResult, Goal
 from slimscope.core.comparison import COMPARISON_SAMPLES, Comparison
+from slimscope.core.recipe import Recipe
 from slimscope.core.sensitivity import DEFAULT_MAX_SAMPLES, SensitivityReport
 from slimscope.core.session import Session
 from slimscope.core.task_process import TaskProcess
 from slimscope.core.tasks import Progress, Task
+from slimscope.core.train.finetune import FinetuneBaseline, FinetuneResult, TrainingEvent
 from slimscope.gui.task_runner import TaskRunner
 
-SENSITIVITY, AUTO = "sensitivity", "auto"  # the jobs, as `Analysis.job` names them
+SENSITIVITY, AUTO, FINETUNE = "sensitivity", "auto", "finetune"  # the jobs, as `Analysis.job` names them
 
 
 class Analysis(QObject):
@@ -30,6 +35,8 @@ class Analysis(QObject):
     report_changed = Signal(object)  # SensitivityReport: partial ones as they stream, then the complete one
     candidate_verified = Signal(object)  # Comparison of one automatic-recipe candidate
     auto_finished = Signal(object)  # AutoResult
+    training_progressed = Signal(object)  # FinetuneBaseline first, then TrainingEvents
+    finetune_finished = Signal(object)  # FinetuneResult
     failed = Signal(str, object)  # job, the exception
     running_changed = Signal(bool)
 
@@ -39,12 +46,13 @@ class Analysis(QObject):
         self.process = TaskProcess("slimscope-analysis")
         self.runner = TaskRunner(self)
         self.job: str | None = None  # the job started last (kept after it ends, so receivers can tell)
+        self.finetune_recipe: Recipe | None = None  # the recipe the latest retraining trains to
         self.runner.progressed.connect(self._on_progress)
         self.runner.returned.connect(self._on_returned)
         self.runner.failed.connect(lambda _generation, exc: self.failed.emit(self.job or "", exc))
         self.runner.running_changed.connect(self.running_changed)
         session.model_changed.connect(self.set_model)
-        session.data_changed.connect(self.cancel)  # other data: the running numbers would be stale
+        session.data_changed.connect(self._on_data_changed)
 
     @property
     def running(self) -> bool:
@@ -87,6 +95,34 @@ class Analysis(QObject):
         ))  # fmt: skip
         return True
 
+    def run_finetune(
+        self,
+        train: Path,
+        val: Path | None,
+        checkpoint_dir: Path | None,
+        resume: bool,
+        recipe: Recipe | None = None,
+    ) -> bool:
+        """Retrain the open model to `recipe` (default: the Session's) on labelled `train` data, validated
+        on `val` (None: split off by the recipe's val_fraction), calibrated on the Session's calibration data
+        (None: core takes training samples); checkpoints in `checkpoint_dir`, resumed from there when
+        `resume`. False when nothing can run (no model)."""
+        recipe = recipe or self.session.recipe
+        if self.session.loaded is None or recipe is None:
+            return False
+        self.finetune_recipe = recipe
+        self._start(FINETUNE, self.process.run(
+            FINETUNE, recipe, Path(train), None if val is None else Path(val), self.session.calibration_data,
+            None if checkpoint_dir is None else Path(checkpoint_dir), resume,
+        ))  # fmt: skip
+        return True
+
+    def _on_data_changed(self) -> None:
+        """Other evaluation data: a sweep's or search's running numbers would be stale. Retraining has data
+        of its own (its calibration data was read when it started), so it goes on."""
+        if self.job != FINETUNE:
+            self.cancel()
+
     def cancel(self, *_args: object) -> None:
         """Stop the running job (the child stops at its next step); what it still sends is dropped."""
         self.runner.cancel()
@@ -111,6 +147,8 @@ class Analysis(QObject):
             self.report_changed.emit(partial)
         elif self.job == AUTO and isinstance(partial, Comparison):
             self.candidate_verified.emit(partial)
+        elif self.job == FINETUNE and isinstance(partial, FinetuneBaseline | TrainingEvent):
+            self.training_progressed.emit(partial)
         self.progressed.emit(self.job or "", progress)
 
     def _on_returned(self, _generation: int, result: object) -> None:
@@ -118,3 +156,7 @@ class Analysis(QObject):
             self.report_changed.emit(result)
         elif isinstance(result, AutoResult):
             self.auto_finished.emit(result)
+        elif isinstance(result, FinetuneResult):
+            if self.finetune_recipe == self.session.recipe:  # else its numbers are of another recipe
+                self.session.set_retrained(result)
+            self.finetune_finished.emit(result)

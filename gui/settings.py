@@ -96,3 +96,44 @@ def ray_address() -> str:
 
 def set_ray_address(address: str) -> None:
     QSettings().setValue(_RAY_ADDRESS, address.strip())
+
+
+_TRAINING_DATA = "retrain/training_data"
+_VALIDATION_DATA = "retrain/validation_data"
+_CHECKPOINT_FOLDER = "retrain/checkpoint_folder"
+
+
+def _optional_path(key: str) -> Path | None:
+    value = str(QSettings().value(key, "") or "")
+    return Path(value) if value else None
+
+
+def _set_optional_path(key: str, path: Path | None) -> None:
+    QSettings().setValue(key, "" if path is None else str(path))
+
+
+def last_training_data() -> Path | None:
+    """The training data of the last retraining started (Recipe → Retrain…), None before any."""
+    return _optional_path(_TRAINING_DATA)
+
+
+def set_last_training_data(path: Path | None) -> None:
+    _set_optional_path(_TRAINING_DATA, path)
+
+
+def last_validation_data() -> Path | None:
+    """The validation data of the last retraining started; None: split off the training data."""
+    return _optional_path(_VALIDATION_DATA)
+
+
+def set_last_validation_data(path: Path | None) -> None:
+    _set_optional_path(_VALIDATION_DATA, path)
+
+
+def checkpoint_folder() -> Path | None:
+    """Where retraining writes its checkpoints; None: it writes none."""
+    return _optional_path(_CHECKPOINT_FOLDER)
+
+
+def set_checkpoint_folder(path: Path | None) -> None:
+    _set_optional_path(_CHECKPOINT_FOLDER, path)
