@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMenu, QMessageBox
 
-from slimscope.gui import auto_dialog, data_dialog, recipe_files, settings
+from slimscope.gui import auto_dialog, data_dialog, recipe_files, retrain_dialog, settings
 
 if TYPE_CHECKING:
     from slimscope.gui.main_window import MainWindow
@@ -49,6 +49,10 @@ ACTIONS = (
                "Choose per-layer bits and channel pruning within an accuracy budget, verified on the "
                "evaluation data",
                lambda w: auto_dialog.open_auto_dialog(w)),
+    ActionSpec("retrain", "&Retrain…", "Ctrl+Shift+R",
+               "Recover the accuracy the recipe costs: prune gradually while fine-tuning on labelled training "
+               "data, then quantization-aware training; watch it live and export the retrained model",
+               lambda w: retrain_dialog.open_retrain_dialog(w)),
     ActionSpec("choose_data", "Choose &Evaluation Data…", "Ctrl+D",
                "Choose the evaluation and calibration data (.npz or a folder of images) and their preprocessing",
                lambda w: data_dialog.choose_data(w)),
@@ -99,7 +103,7 @@ THEME_ACTIONS = ("theme_system", "theme_light", "theme_dark")
 MENUS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     ("&File", ("open", RECENT, None, "export", None, "quit")),
     ("&Edit", ("undo", "redo")),
-    ("&Recipe", ("save_recipe", "load_recipe", None, "auto_recipe")),
+    ("&Recipe", ("save_recipe", "load_recipe", None, "auto_recipe", "retrain")),
     ("&Data", ("choose_data",)),
     ("&View", ("netron", "netron_optimized", None, THEME)),
     ("&Help", ("about",)),
@@ -147,6 +151,7 @@ def update_actions(window: MainWindow) -> None:
     actions["choose_data"].setEnabled(session.loaded is not None)
     actions["auto_recipe"].setEnabled(session.loaded is not None and session.evaluation_data is not None)
     actions["netron_optimized"].setEnabled(session.result_is_current)
+    actions["retrain"].setEnabled(session.loaded is not None)
     actions[f"theme_{settings.theme()}"].setChecked(True)
     fill_recent_menu(window.recent_menu, window, actions["clear_recent"])
 

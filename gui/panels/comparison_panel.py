@@ -13,6 +13,7 @@ from slimscope.core.evaluate import RunningMetrics
 from slimscope.core.evaluate.report import EvalReport
 from slimscope.core.inspection_table import human_count
 from slimscope.core.session import Session
+from slimscope.core.train.finetune import FinetuneResult
 from slimscope.gui.theme import set_status_colour
 
 ROWS = ("accuracy", "agreement", "sqnr_db", "latency_ms", "size_bytes", "gzip_bytes", "nonzero_params")
@@ -30,6 +31,11 @@ ROW_TOOLTIPS = {
     "nonzero_params": "Weights that are not zero",
 }
 COLUMNS = ("original", "optimized", "change")
+RETRAINED_TOOLTIP = (
+    "Recipe → Retrain…: the recipe applied after pruning gradually with fine-tuning (and QAT), against the "
+    "recipe applied without retraining. Measured on the retraining's validation data, not on the "
+    "evaluation data of the table above"
+)
 
 
 def percent(value: float | None) -> str:
@@ -58,6 +64,15 @@ def speed_change(speedup: float) -> str:
 
 def ratio_change(original: float | None, optimized: float | None) -> str:
     return f"{optimized / original - 1:+.1%}" if original and optimized is not None else ""
+
+
+def retrained_text(result: FinetuneResult) -> str:
+    """ "Retrained (validation data): 98.70 % · post-training 96.10 % · 41 s of retraining"."""
+    accuracy, seconds = result.accuracy, round(result.seconds["retraining"])
+    return (
+        f"Retrained (validation data): {accuracy['retrained']:.2%} · post-training "
+        f"{accuracy['post_training']:.2%} · {seconds} s of retraining"
+    )
 
 
 def report_cells(report: EvalReport) -> dict[str, tuple[str, str, str]]:
@@ -102,13 +117,17 @@ class ComparisonPanel(QWidget):
                 self.table.setItem(row, column, item)
         self.warnings = QLabel(wordWrap=True)
         set_status_colour(self.warnings, "warning")  # recoloured when the theme switches
+        self.retrained = QLabel(wordWrap=True, toolTip=RETRAINED_TOOLTIP)
         layout = QVBoxLayout(self)
         layout.addWidget(self.status)
         layout.addWidget(self.table)
+        layout.addWidget(self.retrained)
         layout.addWidget(self.warnings)
         session.result_changed.connect(self.show_result)
         session.recipe_changed.connect(self._on_recipe)
+        session.retrained_changed.connect(self.show_retrained)
         self.show_result(session.result)
+        self.show_retrained(session.retrained)
 
     def cell(self, key: str, column: str) -> str:
         return self.table.item(ROWS.index(key), COLUMNS.index(column)).text()
@@ -127,6 +146,11 @@ class ComparisonPanel(QWidget):
         lines = [*result.optimized.warnings, *result.report.warnings]
         self.warnings.setText("\n".join(f"⚠ {line}" for line in lines))
         self.warnings.setToolTip("\n".join(result.optimized.notes))  # what optimizing did, in words
+
+    def show_retrained(self, result: FinetuneResult | None) -> None:
+        """The retrained accuracy of the current recipe, when there is one (hidden otherwise)."""
+        self.retrained.setText("" if result is None else retrained_text(result))
+        self.retrained.setVisible(result is not None)
 
     def show_running(self, metrics: RunningMetrics) -> None:
         """A partial evaluation: the running accuracy or agreement so far."""
