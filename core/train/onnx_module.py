@@ -91,6 +91,11 @@ class OnnxModule(torch.nn.Module):
         """Initializer name -> parameter: the weights (and learned activation scales) training may change."""
         return {name: cast(torch.nn.Parameter, self.tensor(name)) for name in self._trainable_names}
 
+    @property
+    def learned_scales(self) -> frozenset[str]:
+        """The activation scales among `trainable` (with `learn_ranges`): they train with other settings."""
+        return frozenset(self._plan.learned_scales)
+
     def write_back(self) -> onnx.ModelProto:
         """A copy of the source model with every initializer replaced by the module's current values.
 

@@ -200,3 +200,22 @@ def test_the_training_section_round_trips_and_is_validated():
     assert recipe.with_training(TrainSpec()).to_dict().get("training") is None
     with pytest.raises(Exception, match="training.schedule"):
         parse_recipe({"version": 1, "training": {"schedule": "exponential"}})
+
+
+def test_learned_ranges_move_during_qat(demo, data):
+    train, val = data
+    recipe = recipe_with(
+        None, {"weight_bits": 8}, max_batches_per_epoch=6, qat={"epochs": 1, "ranges": "learned"}
+    )
+    calibration = np.load(DEMO_CALIBRATION)["x"]
+    result = run_sync(finetune(demo, recipe, train, val, calibration=calibration))
+
+    def activation_scales(model):
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        return {n.input[1]: inits[n.input[1]] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+    before, after = activation_scales(result.post_training), activation_scales(result.model)
+    moved = [
+        name for name in before if name in after and not np.allclose(before[name], after[name], rtol=1e-3)
+    ]
+    assert len(moved) >= len(before) // 2, (len(moved), len(before))
