@@ -1,18 +1,39 @@
-"""Write an optimized model (and its report) atomically, never over the model it came from."""
+"""Write an optimized model (and its report) atomically, never over the model it came from.
+
+A model that fits in one protobuf message (2 GiB) is written as one `.onnx` file. A larger one is written as
+`<name>.onnx` plus its weights in `<name>.onnx.data` beside it: protobuf cannot serialize more than 2 GiB, and
+ONNX's external data is the format onnxruntime and Slimscope's loader read back. Smaller models stay one file
+even when their source kept external data: one self-contained file is what people copy and share.
+
+Every write goes to a temporary name in the destination's folder and is renamed into place, so a failure
+(read-only folder, full disk, invalid model) leaves the previous file as it was and no temporary behind.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import EncodeError
+from onnx.external_data_helper import set_external_data
 
 from slimscope.core.errors import ExportError
+from slimscope.core.loading.onnx_checks import tensor_nbytes
 
-_PROTOBUF_LIMIT = 2**31 - 1
+# The largest model written as one file: protobuf refuses to serialize a message of 2 GiB or more.
+SINGLE_FILE_LIMIT = 2**31 - 1
+EXTERNAL_DATA_SUFFIX = ".data"
+EXTERNAL_DATA_THRESHOLD = 1024  # bytes: smaller tensors stay inside the .onnx file
+_NEW_FILE_MODE = 0o644
+
+_READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def export_model(
@@ -24,28 +45,51 @@ def export_model(
 ) -> Path:
     """Check the model, embed `metadata`, and write it to `target` through a temporary file + rename.
 
-    `protected` are the source model and its data files: writing over any of them is refused.
+    `protected` are the source model and its data files: writing over any of them is refused, and so is a
+    destination whose external data file (`<target>.data`, used above 2 GiB) would be one of them.
     """
     path = Path(target).expanduser()
     refuse_protected(path, protected)
     if not path.parent.is_dir():
         raise ExportError(f"The folder '{path.parent}' does not exist.")
     copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    copy.CopyFrom(model)  # the caller's model keeps its weights and metadata (the data path clears weights)
     for key, value in (metadata or {}).items():
         entry = next((p for p in copy.metadata_props if p.key == key), None) or copy.metadata_props.add()
         entry.key, entry.value = key, value
-    if copy.ByteSize() > _PROTOBUF_LIMIT:
-        raise ExportError(
-            "The optimized model is larger than 2 GiB; exporting external data is not supported yet."
-        )
-    try:
-        onnx.checker.check_model(copy)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
-        raise ExportError(f"The optimized model is not valid ONNX ({first}); nothing was written.") from exc
-    write_atomically(path, copy.SerializeToString())
+    if fits_one_file(copy):
+        _check(copy)
+        write_atomically(path, copy.SerializeToString())
+    else:
+        _write_with_external_data(copy, path)
     return path
+
+
+def fits_one_file(model: onnx.ModelProto) -> bool:
+    """Whether the model serializes to one protobuf message (under 2 GiB)."""
+    try:
+        return model.ByteSize() <= SINGLE_FILE_LIMIT
+    except EncodeError:  # the upb backend cannot even measure a message over 2 GiB
+        return False
+
+
+def external_data_path(path: Path) -> Path:
+    """Where `export_model` puts the weights of a model too large for one file: `<name>.onnx.data`."""
+    return path.with_name(path.name + EXTERNAL_DATA_SUFFIX)
+
+
+def save_with_external_data(model: onnx.ModelProto, path: Path) -> Path:
+    """Save `model` (which loses its in-memory weights) as `path` plus `<path>.data`; returns the data path.
+
+    Tensors are marked here rather than by `onnx.save_model(save_as_external_data=True)`, whose converter
+    refuses to run when a file of the data file's name exists in the *current* folder.
+    """
+    data_path = external_data_path(path)
+    for tensor in _initializers(model.graph):
+        if tensor.HasField("raw_data") and tensor_nbytes(tensor) >= EXTERNAL_DATA_THRESHOLD:
+            set_external_data(tensor, data_path.name)  # relative: the pair can move together
+    onnx.save_model(model, path)  # writes the marked tensors to data_path, then the model
+    return data_path
 
 
 def write_json(data: dict, target: str | os.PathLike) -> Path:
@@ -56,9 +100,10 @@ def write_json(data: dict, target: str | os.PathLike) -> Path:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, flush it to disk, and rename it over `path`."""
     temp_name = None
     try:
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        mode = _mode_for(path)
         with tempfile.NamedTemporaryFile(
             dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
         ) as temp:
@@ -70,24 +115,128 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.replace(temp_name, path)
         temp_name = None
     except OSError as exc:
-        raise ExportError(f"Cannot write '{path}': {exc.strerror or exc}.") from exc
+        raise ExportError(cannot_write_message(path, exc)) from exc
     finally:
         if temp_name is not None and os.path.exists(temp_name):
             os.unlink(temp_name)
 
 
+def cannot_write_message(path: Path, exc: OSError) -> str:
+    """One sentence for a failed write, naming the two causes people can fix themselves."""
+    if exc.errno in _READ_ONLY_ERRNOS:
+        return f"Cannot write '{path}': the folder is read-only."
+    if exc.errno in _FULL_ERRNOS:
+        return f"Cannot write '{path}': the disk is full."
+    return f"Cannot write '{path}': {exc.strerror or exc}."
+
+
 def refuse_protected(path: Path, protected: Iterable[Path]) -> None:
-    """Raise ExportError when `path` is (a link to) one of `protected`."""
+    """Raise ExportError when `path`, or the external data file it would get, is (a link to) one of
+    `protected`."""
+    protected = list(protected)
+    source = _same_as_any(path, protected)
+    if source is not None:
+        raise ExportError(
+            f"'{path}' would overwrite '{source}', which this command reads (the model being optimized, "
+            "its data, or the exported model); choose another file name."
+        )
+    data_path = external_data_path(Path(path))
+    source = _same_as_any(data_path, protected)
+    if source is not None:
+        raise ExportError(
+            f"'{path}' would overwrite '{source}' with its weights file '{data_path.name}', and this command "
+            "reads that file (the model being optimized or its data); choose another file name."
+        )
+
+
+def _same_as_any(path: Path, protected: list[Path]) -> Path | None:
     real = os.path.realpath(path)
     for source in protected:
         same = os.path.realpath(source) == real
-        if not same and path.exists() and Path(source).exists():
-            same = os.path.samefile(path, source)
+        if not same and os.path.exists(path) and os.path.exists(source):
+            same = os.path.samefile(path, source)  # hard links, and case-insensitive file systems
         if same:
-            raise ExportError(
-                f"'{path}' would overwrite '{source}', which this command reads (the model being optimized, "
-                "its data, or the exported model); choose another file name."
-            )
+            return Path(source)
+    return None
+
+
+def _write_with_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Write `path` + `<path>.data` as a pair: both are made in a private temporary folder inside the
+    destination folder (the model records its data file's final name, so the two must sit side by side
+    under their final names to be checked), then renamed into place, data first, then the model.
+
+    Should the model's rename fail, the previous data file comes back, so the previous pair still agrees.
+    """
+    data_path = external_data_path(path)
+    folder = None
+    try:
+        folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part"))
+        temp_model = folder / path.name
+        temp_data = save_with_external_data(model, temp_model)
+        for written, final in ((temp_data, data_path), (temp_model, path)):
+            _fsync(written)
+            os.chmod(written, _mode_for(final))
+        _check(str(temp_model))
+        _replace_pair(folder, (temp_data, data_path), (temp_model, path))
+    except OSError as exc:
+        raise ExportError(cannot_write_message(path, exc)) from exc
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _replace_pair(folder: Path, data: tuple[Path, Path], model: tuple[Path, Path]) -> None:
+    (temp_data, data_path), (temp_model, path) = data, model
+    backup = None
+    if os.path.lexists(data_path):
+        backup = folder / "previous.data"
+        try:
+            os.link(data_path, backup, follow_symlinks=False)  # the old data stays in place meanwhile
+        except OSError:  # no hard links here (FAT, some network shares): move it aside instead
+            os.replace(data_path, backup)
+    os.replace(temp_data, data_path)
+    try:
+        os.replace(temp_model, path)
+    except OSError:
+        if backup is not None:
+            os.replace(backup, data_path)
+        else:
+            os.unlink(data_path)
+        raise
+
+
+def _check(model: onnx.ModelProto | str) -> None:
+    """onnx's checker (given a path for models with external data); a failure writes nothing."""
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
+        raise ExportError(f"The optimized model is not valid ONNX ({first}); nothing was written.") from exc
+
+
+def _initializers(graph: onnx.GraphProto):
+    """The initializers of a graph and of its subgraphs (the tensors onnx moves to external data)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _initializers(attribute.g)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    yield from _initializers(subgraph)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mode_for(path: Path) -> int:
+    """An overwritten file keeps its permissions; a new one is readable by all."""
+    return path.stat().st_mode & 0o777 if path.exists() else _NEW_FILE_MODE
 
 
 def _plain(value):
