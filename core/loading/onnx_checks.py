@@ -17,6 +17,7 @@ import onnx
 from onnx import TensorProto
 
 from slimscope.core.errors import ModelLoadError
+from slimscope.core.loading.graph_order import check_graph_order
 
 # Real weights have a handful of dimensions (numpy stops at 64); more means a damaged file.
 _MAX_RANK = 32
@@ -41,7 +42,7 @@ _ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 _PACKED_4BIT = frozenset({TensorProto.INT4, TensorProto.UINT4, getattr(TensorProto, "FLOAT4E2M1", -1)})
 
 
-def iter_tensors(graph: onnx.GraphProto, where: str = "graph") -> Iterator[tuple[TensorProto, str]]:
+def iter_tensors(graph: onnx.GraphProto, where: str = "the graph") -> Iterator[tuple[TensorProto, str]]:
     """Every tensor stored in a graph: initializers, tensor attributes, and those of subgraphs."""
     for tensor in graph.initializer:
         yield tensor, where
@@ -51,13 +52,13 @@ def iter_tensors(graph: onnx.GraphProto, where: str = "graph") -> Iterator[tuple
     for node in graph.node:
         for attr in node.attribute:
             if attr.HasField("t"):
-                yield attr.t, f"node '{node.name or node.op_type}'"
+                yield attr.t, f"the node '{node.name or node.op_type}'"
             for tensor in attr.tensors:
-                yield tensor, f"node '{node.name or node.op_type}'"
+                yield tensor, f"the node '{node.name or node.op_type}'"
             if attr.HasField("g"):
-                yield from iter_tensors(attr.g, f"subgraph of '{node.name or node.op_type}'")
+                yield from iter_tensors(attr.g, f"the subgraph of '{node.name or node.op_type}'")
             for sub in attr.graphs:
-                yield from iter_tensors(sub, f"subgraph of '{node.name or node.op_type}'")
+                yield from iter_tensors(sub, f"the subgraph of '{node.name or node.op_type}'")
 
 
 def tensor_nbytes(tensor: TensorProto) -> int:
@@ -80,7 +81,9 @@ def check_tensor_sizes(model: onnx.ModelProto) -> None:
                 f"Tensor '{name}' in {where} has {len(tensor.dims)} dimensions: the file is damaged."
             )
         if any(d < 0 for d in tensor.dims):
-            raise ModelLoadError(f"Tensor '{name}' in {where} has a negative dimension {list(tensor.dims)}.")
+            raise ModelLoadError(
+                f"Tensor '{name}' in {where} has a negative dimension {list(tensor.dims)}: the file is damaged."
+            )
         if tensor.data_type == TensorProto.UNDEFINED:
             raise ModelLoadError(f"Tensor '{name}' in {where} has no data type: the file is damaged.")
         try:
@@ -89,7 +92,7 @@ def check_tensor_sizes(model: onnx.ModelProto) -> None:
             raise ModelLoadError(f"Tensor '{name}' has an unknown data type ({tensor.data_type}).") from exc
         if nbytes > MAX_TENSOR_BYTES:
             raise ModelLoadError(
-                f"Tensor '{name}' declares shape {list(tensor.dims)} ({nbytes / 2**30:.1f} GiB), more "
+                f"Tensor '{name}' declares shape {list(tensor.dims)} ({nbytes / 2**30:,.1f} GiB), more "
                 f"than the {MAX_TENSOR_BYTES >> 30} GiB Slimscope allocates for one tensor."
             )
         if tensor.data_location == TensorProto.EXTERNAL:
@@ -210,7 +213,8 @@ def check_versions(model: onnx.ModelProto, max_opset: int, max_ir: int) -> None:
 
 
 def check_graph(model: onnx.ModelProto) -> None:
-    """The graph is complete: it has nodes and outputs, every value read is produced, ops exist."""
+    """The graph is complete: it has nodes and outputs, every value read is produced once, in an order
+    that can run (no cycle), and its operators exist."""
     graph = model.graph
     if not graph.node or not graph.output:
         raise ModelLoadError("The file holds no model graph (it is empty, truncated, or not an ONNX model).")
@@ -218,6 +222,7 @@ def check_graph(model: onnx.ModelProto) -> None:
     opsets = {e.domain or "ai.onnx": e.version for e in model.opset_import}
     functions = {(f.domain, f.name) for f in model.functions}
     _check_values_defined(graph, set())
+    check_graph_order(graph)
     for node in _iter_nodes(graph):
         _check_operator(node, opsets, functions)
 

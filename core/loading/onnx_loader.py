@@ -14,6 +14,7 @@ from slimscope.core.loading import onnx_checks
 from slimscope.core.loading.constant_folding import fold_constants
 from slimscope.core.loading.input_shapes import declared_input_shapes, merge_input_shapes
 from slimscope.core.loading.opset_upgrade import upgrade_opset
+from slimscope.core.loading.quant_checks import check_quantization
 from slimscope.core.loading.runtime_support import runtime_limits
 from slimscope.core.model import LoadedModel, default_opset
 from slimscope.core.tasks import Progress, Task
@@ -33,6 +34,7 @@ def iter_load_onnx(
     external_files = load_external_data(model, path.parent)
     yield Progress(0.6, "Preparing the model")
     model, notes = normalize(model)
+    check_quantization(model)  # on the folded model: Constant-node parameters are weights by now
     shapes = merge_input_shapes(declared_input_shapes(model), input_shapes)
     return LoadedModel(
         model=model,
