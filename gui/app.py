@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from slimscope.gui import errors
 from slimscope.gui.main_window import MainWindow
-from slimscope.resources import DEMO_MODEL
+from slimscope.resources import APP_ICON, DEMO_MODEL
 
 QUIT_AFTER_ENV = "SLIMSCOPE_QUIT_AFTER_MS"  # for smoke tests: quit the event loop after this many ms
 
@@ -31,6 +32,7 @@ def run_app(path: Path | None, *, trust: bool = False) -> int:
     assert isinstance(app, QApplication)
     app.setApplicationName("Slimscope")
     app.setOrganizationName("Slimscope")
+    app.setWindowIcon(QIcon(str(APP_ICON)))
     window = MainWindow()
     sys.excepthook = lambda _type, exc, _tb: errors.show_error(window, exc)
     window.show()
