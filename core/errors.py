@@ -62,3 +62,17 @@ class QuantizationError(SlimscopeError):
 
 class TrainingError(SlimscopeError):
     """Retraining (gradual pruning with fine-tuning, quantization-aware training) cannot run as asked."""
+
+
+class WorkerCrashError(OptimizeError):
+    """The worker process doing risky work (reading a file, quantizing, ...) crashed; Slimscope goes on.
+
+    An `OptimizeError` subclass because a crash of the worker process was one before this class existed."""
+
+
+class WorkerMemoryError(WorkerCrashError):
+    """The work needed more memory than its limit (or the computer) allows, and was stopped."""
+
+
+class WorkerTimeoutError(WorkerCrashError):
+    """The work took longer than its time limit, and was stopped."""

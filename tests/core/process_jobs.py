@@ -44,3 +44,62 @@ def model_name(state):
 def child_pid(state):
     yield Progress(None, "pid")
     return os.getpid()
+
+
+# ---------------------------------------------------------------- hostile jobs for tests/core/test_isolation.py
+
+
+def crash(state, *args):
+    """Segfault whatever the arguments: stands in for any job (open, optimize, ...) a native library crashes."""
+    yield Progress(None, "about to crash")
+    os.kill(os.getpid(), signal.SIGSEGV)
+    yield Progress(None, "not reached")
+
+
+def allocate_forever(state, *args):
+    """Touch 100 MB after 100 MB until something stops it."""
+    held = []
+    while True:
+        held.append(bytearray(100 * 2**20))
+        yield Progress(None, f"holding {len(held) * 100} MB")
+
+
+def hang(state, *args):
+    """A native call that never returns and never yields (time.sleep stands in for it)."""
+    yield Progress(None, "hanging")
+    while True:
+        time.sleep(3600)
+
+
+def fail_like_bad_alloc(state):
+    raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : std::bad_alloc")
+    yield
+
+
+def temp_file_then_crash(state):
+    """Leave a temporary file (its path as the partial result), then crash."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(delete=False, suffix=".onnx") as handle:
+        handle.write(b"half-written")
+    yield Progress(None, "wrote", handle.name)
+    os.kill(os.getpid(), signal.SIGSEGV)
+    yield Progress(None, "not reached")
+
+
+def memory_limit(state):
+    """The child's address-space limit (soft), as the child sees it."""
+    import resource
+
+    yield Progress(None, "limit")
+    return resource.getrlimit(resource.RLIMIT_AS)[0]
+
+
+def hang_after_marking(state, path, *args):
+    """Create `<path>.hanging` once the job runs (a test waits for it), then hang like `hang`."""
+    from pathlib import Path
+
+    Path(f"{path}.hanging").touch()
+    yield Progress(None, "hanging")
+    while True:
+        time.sleep(3600)
