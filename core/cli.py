@@ -1,6 +1,8 @@
 """The `slimscope` command line. Every verb drives the same core functions the GUI uses.
 
 Bad input prints one line on stderr and exits with code 2; `--debug` shows the traceback instead.
+Model files are read, and recipes applied, in one worker process per command with a memory and a time
+limit (`CommandWorker`), so that a file that crashes or exhausts a native library is a one-line error too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from slimscope.core.errors import SlimscopeError
 from slimscope.core.tasks import Progress, Task, run_sync
 
 EXIT_BAD_INPUT = 2
+# The worker jobs the verbs run, by what they do: "open" (read and inspect), "load", "optimize". A test
+# names a job of its own here ("module:function") to see what a crash in one does to a command.
+WORKER_JOBS = {"open": "open", "load": "load", "optimize": "optimize"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from slimscope.core.cli_optimize import add_optimize_arguments
 
-    add_optimize_arguments(verbs, _model_arguments)
+    add_optimize_arguments(verbs, _model_arguments, limit_arguments)
     from slimscope.core.cli_sensitivity import add_sensitivity_arguments
 
     add_sensitivity_arguments(verbs, _model_arguments)
@@ -68,14 +73,42 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow opening TorchScript and .pt2 files, which can run code stored in them",
     )
+    limit_arguments(parser)
+
+
+def limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """--memory-limit and --time-limit: the worker process that reads files and applies recipes."""
+    from slimscope.core.isolation import DEFAULT_MEMORY_LIMIT, DEFAULT_OPTIMIZE_TIME_LIMIT_S
+    from slimscope.core.isolation import DEFAULT_READ_TIME_LIMIT_S as READ
+
+    memory = "none" if DEFAULT_MEMORY_LIMIT is None else f"{DEFAULT_MEMORY_LIMIT / 2**30:.1f}"
+    parser.add_argument(
+        "--memory-limit", type=_not_negative, metavar="GIB",
+        help="stop reading a model file (and, for optimize, applying the recipe) once its worker process "
+        f"reserves this many GiB (default here: {memory}, the larger of 8 GiB and 3/4 of the RAM, at most "
+        "RAM + swap; 0: no limit)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--time-limit", type=_not_negative, metavar="SECONDS",
+        help=f"stop reading a model file (and, for optimize, applying the recipe) after this many seconds "
+        f"(default: {READ:g} to read, {DEFAULT_OPTIMIZE_TIME_LIMIT_S:g} to optimize; 0: no limit)",
+    )  # fmt: skip
+
+
+def _not_negative(text: str) -> float:
+    value = float(text)  # argparse turns the ValueError of a non-number into a usage error
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of at least 0 (0: no limit)")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.worker = CommandWorker(getattr(args, "memory_limit", None), getattr(args, "time_limit", None), _run)
     try:
         if args.verb is None:
-            return _show_demo()
+            return _show_demo(args.worker)
         return _VERBS[args.verb](args)
     except SlimscopeError as exc:
         if args.debug:
@@ -91,6 +124,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"slimscope: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
               file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
+    finally:
+        args.worker.close()
+
+
+class CommandWorker:
+    """The command's one worker process (started at its first job, closed when the command ends): model
+    files are read, and recipes applied, there, within the command line's memory and time limits."""
+
+    def __init__(self, memory_gib: float | None, time_limit: float | None, run) -> None:
+        from slimscope.core.isolation import DEFAULT_MEMORY_LIMIT, GIB
+
+        if memory_gib is None:
+            self.memory_limit = DEFAULT_MEMORY_LIMIT
+        else:
+            self.memory_limit = round(memory_gib * GIB) if memory_gib > 0 else None
+        self.time_limit = time_limit  # None: each job's default; 0: none
+        self._run = run
+        self._process = None
+
+    def open(self, path: Path, *, trust: bool = False, input_shapes=None):
+        """Read and inspect a model file: its `ModelReport` (`.loaded` is the model)."""
+        return self._job("open", path, trust, input_shapes)
+
+    def load(self, path: Path, *, trust: bool = False, input_shapes=None):
+        """Read a model file: its `LoadedModel`, which the worker keeps for `optimize`."""
+        return self._job("load", path, trust, input_shapes)
+
+    def optimize(self, loaded, recipe, calibration=None):
+        """Apply `recipe` to `loaded` (calibration: model-ready samples); the `OptimizeResult`."""
+        self._worker().set_model(loaded)  # the model the worker read last: not sent again
+        return self._job("optimize", recipe, calibration)
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.close(timeout=1.0)  # after Ctrl-C the job may still be in a native call
+            self._process = None
+
+    def _job(self, purpose: str, *args):
+        from slimscope.core.isolation import (
+            DEFAULT_OPTIMIZE_TIME_LIMIT_S,
+            DEFAULT_READ_TIME_LIMIT_S,
+            activity_for,
+        )
+
+        timeout = self.time_limit
+        if timeout is None:
+            timeout = DEFAULT_OPTIMIZE_TIME_LIMIT_S if purpose == "optimize" else DEFAULT_READ_TIME_LIMIT_S
+        job = WORKER_JOBS[purpose]
+        activity = activity_for(purpose, args)
+        return self._run(self._worker().run(job, *args, timeout=timeout, activity=activity))
+
+    def _worker(self):
+        if self._process is None:
+            from slimscope.core.task_process import TaskProcess
+
+            self._process = TaskProcess(
+                "slimscope-cli", memory_limit=self.memory_limit, echo_tracebacks=False
+            )
+        return self._process
 
 
 def _run(task: Task):
@@ -113,19 +205,21 @@ def _run(task: Task):
             sys.stderr.flush()
 
 
-def _load(args: argparse.Namespace):
-    from slimscope.core.loading import iter_load_model
+def _shapes(args: argparse.Namespace):
     from slimscope.core.loading.input_shapes import parse_input_shapes
 
-    shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
-    return _run(iter_load_model(args.model, trust=args.trust, input_shapes=shapes))
+    return parse_input_shapes(args.input_shape) if args.input_shape else None
+
+
+def _load(args: argparse.Namespace):
+    """The model file of the command, read in its worker process."""
+    return args.worker.load(args.model, trust=args.trust, input_shapes=_shapes(args))
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from slimscope.core.inspection import iter_inspect, report_to_dict
+    from slimscope.core.inspection import report_to_dict
 
-    loaded = _load(args)
-    report = _run(iter_inspect(loaded))
+    report = args.worker.open(args.model, trust=args.trust, input_shapes=_shapes(args))
     if args.json:
         import orjson
 
@@ -142,10 +236,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from slimscope.core.inspection import iter_inspect
     from slimscope.core.recipe import dumps_recipe, save_recipe, template_recipe
 
-    report = _run(iter_inspect(_load(args), with_stats=False))
+    report = args.worker.open(args.model, trust=args.trust, input_shapes=_shapes(args))
     recipe = template_recipe([layer.name for layer in report.layers])
     if args.output:
         save_recipe(recipe, args.output)
@@ -154,7 +247,7 @@ def _recipe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_demo() -> int:
+def _show_demo(worker: CommandWorker) -> int:
     """The window on the demo model; the demo table on stdout when piped, headless or without Qt."""
     from slimscope.resources import DEMO_MODEL
 
@@ -165,7 +258,9 @@ def _show_demo() -> int:
         print("slimscope: the desktop window needs PySide6, pyqtgraph and superqt; showing the demo "
               "model as text.", file=sys.stderr)  # fmt: skip
     print(f"Slimscope {_version()} — showing the demo model (`slimscope gui` opens the window).\n")
-    return _inspect(argparse.Namespace(model=DEMO_MODEL, input_shape=None, trust=False, json=False))
+    return _inspect(
+        argparse.Namespace(model=DEMO_MODEL, input_shape=None, trust=False, json=False, worker=worker)
+    )
 
 
 def _gui(args: argparse.Namespace) -> int:
@@ -208,13 +303,13 @@ def _version() -> str:
 def _optimize(args: argparse.Namespace) -> int:
     from slimscope.core.cli_optimize import run_optimize
 
-    return run_optimize(args, _run, _load)
+    return run_optimize(args, _run, args.worker)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from slimscope.core.cli_optimize import run_evaluate
 
-    return run_evaluate(args, _run)
+    return run_evaluate(args, _run, args.worker)
 
 
 def _sensitivity(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from slimscope.core.errors import DatasetError
 Runner = Callable  # cli._run: drives a task generator with a progress line
 
 
-def add_optimize_arguments(verbs, model_arguments) -> None:
+def add_optimize_arguments(verbs, model_arguments, limit_arguments) -> None:
     optimize = verbs.add_parser("optimize", help="apply a recipe and export the optimized ONNX model")
     model_arguments(optimize)
     optimize.add_argument("--recipe", type=Path, required=True, help="recipe JSON (see `slimscope recipe`)")
@@ -39,15 +39,19 @@ def add_optimize_arguments(verbs, model_arguments) -> None:
     evaluate.add_argument("--workers", type=int, help="compare the outputs in this many worker processes")
     evaluate.add_argument("--ray", metavar="ADDRESS",
                           help="compare the outputs on a Ray cluster: 'auto', 'local' or HOST:PORT")  # fmt: skip
+    limit_arguments(evaluate)
 
 
-def run_optimize(args: argparse.Namespace, run: Runner, load) -> int:
+def run_optimize(args: argparse.Namespace, run: Runner, worker) -> int:
+    """Read the model and apply the recipe in `worker` (cli.CommandWorker: a crash or runaway there is a
+    one-line error, and nothing is written), then evaluate and export here."""
     from slimscope.core.evaluate import layer_tensors, measure_footprint
     from slimscope.core.export import write_json
-    from slimscope.core.optimize import iter_optimize
+    from slimscope.core.loading.input_shapes import parse_input_shapes
     from slimscope.core.recipe import load_recipe
 
-    loaded = load(args)
+    shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
+    loaded = worker.load(args.model, trust=args.trust, input_shapes=shapes)
     protected = [loaded.source, *loaded.external_files]
     check_destination(args.output, protected)  # before the work, not after it
     if args.report:
@@ -55,7 +59,7 @@ def run_optimize(args: argparse.Namespace, run: Runner, load) -> int:
     recipe = load_recipe(args.recipe)
     calib_path = args.calib or args.eval
     calib = _dataset(calib_path, recipe, loaded.model, run) if calib_path else None
-    result = run(iter_optimize(loaded, recipe, None if calib is None else calib.x))
+    result = worker.optimize(loaded, recipe, None if calib is None else calib.x)
     if calib is not None and args.calib is None:
         result.notes.append(
             "Calibrated on the evaluation data (no --calib given): accuracy on unseen data may be lower."
@@ -134,13 +138,12 @@ def check_destination(path: Path, protected: list[Path]) -> None:
         raise ExportError(f"The folder '{path.expanduser().parent}' does not exist.")
 
 
-def run_evaluate(args: argparse.Namespace, run: Runner) -> int:
+def run_evaluate(args: argparse.Namespace, run: Runner, worker) -> int:
     from slimscope.core.evaluate import iter_evaluate, layer_tensors
-    from slimscope.core.loading import iter_load_model
     from slimscope.core.recipe import default_recipe, load_recipe
 
-    original = run(iter_load_model(args.original))
-    optimized = run(iter_load_model(args.optimized))
+    original = worker.load(args.original)  # both read in the worker process, one after the other
+    optimized = worker.load(args.optimized)
     recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
     data = _dataset(args.data, recipe, original.model, run)
     from slimscope.core.cli_sensitivity import _executor

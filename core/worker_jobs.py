@@ -39,6 +39,25 @@ def _open(state: ChildState, path: Path, trust: bool, input_shapes: list[tuple[i
     return report
 
 
+def _load(state: ChildState, path: Path, trust: bool, input_shapes: list[tuple[int, ...]] | None):
+    """Load a model file without inspecting it (the command line's verbs); the child keeps it like "open"."""
+    from slimscope.core.loading import iter_load_model
+
+    loaded = yield from iter_load_model(path, trust=trust, input_shapes=input_shapes)
+    set_model(state, loaded)
+    return loaded
+
+
+def _optimize(state: ChildState, recipe, calibration=None):
+    """Apply a recipe to the open model (pruning, then onnxruntime's quantizer); returns the OptimizeResult.
+    Calibration holds model-ready input samples."""
+    from slimscope.core.optimize import iter_optimize
+
+    if state.loaded is None:
+        raise OptimizeError("No model was sent to the optimizer process.")
+    return (yield from iter_optimize(state.loaded, recipe, calibration, cache=state.cache))
+
+
 def _compare(state: ChildState, recipe, evaluation: Path, calibration: Path | None, details: bool = True):
     from slimscope.core.comparison import iter_compare
     from slimscope.core.evaluate.footprint import Footprint
@@ -171,6 +190,8 @@ def _finetune(
 # A job may also be named "package.module:function" (tests use this for jobs of their own).
 JOBS: dict[str, Callable[..., Task[Any]]] = {
     "open": _open,
+    "load": _load,
+    "optimize": _optimize,
     "compare": _compare,
     "sensitivity": _sensitivity,
     "auto": _auto,
