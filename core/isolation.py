@@ -196,10 +196,11 @@ def _capital(text: str) -> str:
 # ---------------------------------------------------------------------- recognizing memory exhaustion
 
 # How allocation failures read when a library turns them into a plain exception: C++'s std::bad_alloc
-# (onnxruntime: "bad allocation"), PyTorch's allocator, onnxruntime's arena, and errno ENOMEM.
+# (onnxruntime: "bad allocation"), PyTorch's allocator, onnxruntime's arena, errno ENOMEM, and Python's
+# threads, whose stacks are the first thing an address-space limit refuses.
 _OUT_OF_MEMORY = re.compile(
     r"bad_alloc|bad allocation|can't allocate memory|cannot allocate memory|failed to allocate memory"
-    r"|out of memory",
+    r"|out of memory|can't start new thread",
     re.IGNORECASE,
 )
 

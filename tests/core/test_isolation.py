@@ -216,6 +216,7 @@ def test_memory_exhaustion_is_recognized_through_the_exception_chain():
     except ValueError as outer:
         assert is_out_of_memory(outer)
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB"))
+    assert is_out_of_memory(RuntimeError("can't start new thread"))  # its stack did not fit under the limit
     assert not is_out_of_memory(RuntimeError("Invalid rank for input"))
     assert not is_out_of_memory(ModelLoadError("Node 'x' computes a constant too large to hold in memory."))
 
