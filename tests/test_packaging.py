@@ -92,15 +92,16 @@ def test_wheel_installs_a_working_slimscope_command(wheel, tmp_path):
     test run's site-packages through a .pth file (CI's set-up, `pip install ".[test]"`, resolves them)."""
     venv = tmp_path / "fresh venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    (site_packages,) = (venv / "lib").glob("python3*/site-packages")
-    # A plain path line adds the folder only: the editable install's own .pth there is not run.
-    dependencies = [entry for entry in sys.path if entry.endswith("site-packages")]
-    (site_packages / "test_run_dependencies.pth").write_text("\n".join(dependencies) + "\n")
     python = venv / "bin" / "python"
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
         check=True,
     )  # fmt: skip
+    # Only now the dependencies (before, pip would see this run's own slimscope and install nothing).
+    # A plain path line adds the folder only: the editable install's own .pth there is not run.
+    (site_packages,) = (venv / "lib").glob("python3*/site-packages")
+    dependencies = [entry for entry in sys.path if entry.endswith("site-packages")]
+    (site_packages / "test_run_dependencies.pth").write_text("\n".join(dependencies) + "\n")
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 
     def run(*command: str | Path) -> str:

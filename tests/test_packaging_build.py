@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,7 @@ def _clean_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
+def bundle(tmp_path_factory) -> Iterator[Path]:
     """packaging/build.sh into a temporary folder, with this test run's interpreter; the app folder."""
     if importlib.util.find_spec("PyInstaller") is None:
         pytest.skip("PyInstaller is not installed (it comes with the test extra: pip install '.[test]')")
@@ -137,7 +138,8 @@ def bundle(tmp_path_factory) -> Path:
             timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     assert result.returncode == 0, log.read_text()[-5000:]
-    return out / "slimscope"
+    yield out / "slimscope"
+    shutil.rmtree(out, ignore_errors=True)  # about 1 GB; pytest keeps its last three temporary folders
 
 
 @pytest.mark.slow
