@@ -95,8 +95,8 @@ def test_wheel_installs_a_working_slimscope_command(wheel, tmp_path):
     python = venv / "bin" / "python"
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        check=True,
-    )  # fmt: skip
+        check=True, cwd=tmp_path,  # not the checkout: a `pip install .` leaves slimscope.egg-info there, which
+    )  # fmt: skip  # pip would take for an installed slimscope and install nothing
     # Only now the dependencies (before, pip would see this run's own slimscope and install nothing).
     # A plain path line adds the folder only: the editable install's own .pth there is not run.
     (site_packages,) = (venv / "lib").glob("python3*/site-packages")
