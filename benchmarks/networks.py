@@ -150,6 +150,42 @@ def _init_mobilenetv2(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+class NarrowMobileNetV2(nn.Module):
+    """MobileNetV2 at a width multiplier (channels rounded to multiples of 8, as the paper's models do),
+    for small grey images: real inverted residual blocks (1x1 expand, 3x3 depthwise, linear 1x1
+    projection, BatchNorm, ReLU6, residual Adds) with a narrower 1x1 head than the reference's 1280.
+
+    Used by retrain_recovery.py: width 0.5, one input channel, 28 x 28 digits, stride-1 stem.
+    """
+
+    def __init__(self, width: float = 0.5, in_channels: int = 1, num_classes: int = 10,
+                 head: int = 640, stem_stride: int = 2, dropout: float = 0.2) -> None:  # fmt: skip
+        super().__init__()
+        stem = _divisible(32 * width)
+        features: list[nn.Module] = [conv_bn_relu6(in_channels, stem, 3, stem_stride)]
+        cin = stem
+        for t, c, n, s in MOBILENETV2_STAGES:
+            cout = _divisible(c * width)
+            for i in range(n):
+                features.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                cin = cout
+        features.append(conv_bn_relu6(cin, head, 1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(head, num_classes))
+        _init_mobilenetv2(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(torch.flatten(x, 1))
+
+
+def _divisible(channels: float, divisor: int = 8) -> int:
+    """The nearest multiple of `divisor` (at least `divisor`), never more than 10 % below `channels`:
+    the rounding MobileNetV2's width multipliers use."""
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * channels else rounded
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
