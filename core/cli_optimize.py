@@ -74,9 +74,10 @@ def run_optimize(args: argparse.Namespace, run: Runner, worker) -> int:
             else _dataset(args.eval, recipe, loaded.model, run)
         )
         from slimscope.core.inspection import count_macs
+        from slimscope.core.loading.input_shapes import shapes_for_data
 
-        macs = {"original": count_macs(loaded.model, loaded.input_shapes),
-                "optimized": count_macs(result.model, loaded.input_shapes)}  # fmt: skip
+        at = shapes_for_data(loaded.input_shapes, data.sample_shape)  # free sizes: the data's
+        macs = {"original": count_macs(loaded.model, at), "optimized": count_macs(result.model, at)}
         evaluation = run(iter_evaluate(loaded.model, result.model, data, latency=not args.no_latency,
                                        per_layer=layer_tensors(loaded.model), macs=macs))  # fmt: skip
         report |= evaluation.to_dict()

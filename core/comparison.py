@@ -37,6 +37,8 @@ class Comparison:
     optimized: OptimizeResult
     report: EvalReport
     views: dict[str, WeightView] = field(default_factory=dict)  # optimized weights per layer, with details
+    # One evaluation sample's input shape (batch 1): the size a model with free dims was compared at.
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def iter_compare(
@@ -72,9 +74,12 @@ def iter_compare(
         known_footprints=None if original_footprint is None else {"original": original_footprint},
     )
     end = 0.95 if details else 1.0
+    shapes = {data.input_name or "": (1, *data.sample_shape)}
 
     def headline(partial: object) -> object:  # the preliminary report becomes a partial Comparison
-        return Comparison(recipe, result, partial) if isinstance(partial, EvalReport) else partial
+        if isinstance(partial, EvalReport):
+            return Comparison(recipe, result, partial, input_shapes=shapes)
+        return partial
 
     report = yield from scaled(task, 0.6, end, headline)
     views = {}
@@ -82,7 +87,7 @@ def iter_compare(
         views = yield from scaled(
             iter_weight_views(loaded.model, result.model, set(result.sparsity)), end, 1.0
         )
-    return Comparison(recipe, result, report, views)
+    return Comparison(recipe, result, report, views, input_shapes=shapes)
 
 
 def iter_read_data(

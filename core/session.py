@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 class Session:
     model_changed = Signal(object)  # ModelReport | None
+    report_changed = Signal(object)  # ModelReport: the open model measured again (MACs at another size)
     recipe_changed = Signal(object)  # Recipe | None
     data_changed = Signal()  # evaluation or calibration data
     result_changed = Signal(object)  # Comparison | None
@@ -64,6 +65,15 @@ class Session:
         self.data_changed.emit()
         self.result_changed.emit(None)
         self.recipe_changed.emit(self.recipe)
+
+    def update_report(self, report: ModelReport) -> None:
+        """The open model's inspection measured again (its MACs at an input size the model leaves open):
+        the same model and layers, so the recipe, data and result stay."""
+        if self.report is None or report.loaded is not self.report.loaded:
+            raise RuntimeError("update_report takes a new inspection of the open model.")
+        if report is not self.report:
+            self.report = report
+            self.report_changed.emit(report)
 
     def set_recipe(self, recipe: Recipe) -> None:
         if self.report is None:

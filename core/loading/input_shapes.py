@@ -78,3 +78,56 @@ def concrete_shapes(shapes: dict[str, Shape], batch: int = 1) -> dict[str, tuple
 
 def _show(shape: Shape) -> str:
     return "x".join(str(d) for d in shape)
+
+
+# A free size other than the batch, when neither the user nor the data says better: the common input
+# side of ImageNet-trained vision models. Only ever a suggestion the user sees before it is used.
+GUESSED_FREE_SIZE = 224
+
+
+def leaves_size_open(shapes: dict[str, Shape]) -> bool:
+    """True when a dim other than the batch is free: MACs then need a size from the user or the data."""
+    return bool(shapes) and concrete_shapes(shapes) is None
+
+
+def shapes_from_sample(
+    declared: dict[str, Shape], sample_shape: tuple[int, ...]
+) -> dict[str, tuple[int, ...]]:
+    """Concrete input shapes for one data sample (batch 1) of a one-input model: free dims take the
+    sample's sizes. Empty when they do not fit (several inputs, another rank, a fixed size that differs)."""
+    if len(declared) != 1:
+        return {}
+    ((name, dims),) = declared.items()
+    shape = (1, *sample_shape)
+    if len(dims) != len(shape) or any(
+        isinstance(d, int) and d != s for d, s in zip(dims[1:], shape[1:], strict=True)
+    ):
+        return {}
+    return {name: tuple(int(s) for s in shape)}
+
+
+def shapes_for_data(
+    declared: dict[str, Shape], sample_shape: tuple[int, ...] | None
+) -> dict[str, tuple[int, ...]]:
+    """The concrete shapes MACs are counted at: the declared ones when fixed (batch 1), else the data's."""
+    fixed = concrete_shapes(declared)
+    if fixed is not None or sample_shape is None:
+        return fixed or {}
+    return shapes_from_sample(declared, sample_shape)
+
+
+def guess_input_shapes(
+    declared: dict[str, Shape], sample_shape: tuple[int, ...] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """A first answer to "which input size?": the data's when it fits, else the declared sizes with a
+    free batch of 1 and `GUESSED_FREE_SIZE` for every other free dim."""
+    from_data = shapes_for_data(declared, sample_shape)
+    if from_data:
+        return from_data
+    return {
+        name: tuple(
+            d if isinstance(d, int) else (1 if axis == 0 else GUESSED_FREE_SIZE)
+            for axis, d in enumerate(dims)
+        )
+        for name, dims in declared.items()
+    }
