@@ -199,17 +199,28 @@ def check_versions(model: onnx.ModelProto, max_opset: int, max_ir: int) -> None:
             f"to {max_ir}."
         )
     local_domains = {f.domain for f in model.functions}
+    used = used_domains(model)
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx") and entry.version > max_opset:
             raise ModelLoadError(
                 f"The model needs ONNX opset {entry.version}; the installed onnxruntime supports up to "
                 f"opset {max_opset}."
             )
-        if entry.domain not in KNOWN_DOMAINS and entry.domain not in local_domains:
+        # A domain that is declared but no node uses (optimizers save an import of every domain they
+        # know) costs nothing at run time: only a used one must be one onnxruntime has.
+        if entry.domain not in KNOWN_DOMAINS and entry.domain not in local_domains and entry.domain in used:
             raise ModelLoadError(
                 f"The model uses operators from the domain '{entry.domain}', a custom-operator library "
                 "that onnxruntime does not have, so it cannot run."
             )
+
+
+def used_domains(model: onnx.ModelProto) -> set[str]:
+    """Domains that some node of the graph, its subgraphs or its local functions uses ("" for ONNX)."""
+    used = {node.domain for node in _iter_nodes(model.graph)}
+    for function in model.functions:
+        used |= {node.domain for node in function.node}
+    return {"" if domain == "ai.onnx" else domain for domain in used}
 
 
 def check_graph(model: onnx.ModelProto) -> None:

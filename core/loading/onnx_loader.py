@@ -12,6 +12,7 @@ from onnx import TensorProto
 from slimscope.core.errors import ModelLoadError
 from slimscope.core.loading import onnx_checks
 from slimscope.core.loading.constant_folding import fold_constants
+from slimscope.core.loading.free_dims import name_free_dims
 from slimscope.core.loading.input_shapes import declared_input_shapes, merge_input_shapes
 from slimscope.core.loading.opset_upgrade import upgrade_opset
 from slimscope.core.loading.quant_checks import check_quantization
@@ -96,10 +97,28 @@ def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     model, note = upgrade_opset(model)  # before folding: the converter itself adds Constant nodes
     if note:
         notes.append(note)
+    dropped = drop_unused_domains(model)
+    if dropped:
+        notes.append(f"Dropped {len(dropped)} operator domains the model declares but never uses "
+                     f"({', '.join(map(repr, dropped))}).")  # fmt: skip
+    named = name_free_dims(model)
+    if named:
+        notes.append(f"Read {named} dimensions written as -1 or 0 as free sizes.")
     folded = fold_constants(model)
     if folded:
         notes.append(f"Folded {folded} nodes that compute constants into weights.")
     return model, notes
+
+
+def drop_unused_domains(model: onnx.ModelProto) -> list[str]:
+    """Remove opset imports of domains no node uses (besides ONNX's own); return their names."""
+    used = onnx_checks.used_domains(model) | {"", "ai.onnx"}
+    dropped = [entry.domain for entry in model.opset_import if entry.domain not in used]
+    if dropped:
+        kept = [entry for entry in model.opset_import if entry.domain in used]
+        model.ClearField("opset_import")
+        model.opset_import.extend(kept)
+    return dropped
 
 
 def remove_initializer_inputs(model: onnx.ModelProto) -> int:

@@ -216,7 +216,9 @@ def _dims(value: onnx.ValueInfoProto, rank: int) -> list[int | None]:
     """The input's dims, None where free; all free (at the data's rank) when the model gives no shape."""
     if not value.type.tensor_type.HasField("shape"):
         return [None] * rank
-    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    # -1 or 0 is how some exporters write a free size (the loader names those; models built in memory
+    # may still carry them)
+    return [d.dim_value if d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
 
 
 def _numpy_type(value: onnx.ValueInfoProto) -> np.dtype:

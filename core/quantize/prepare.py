@@ -108,19 +108,45 @@ def _free_input_dims(model: onnx.ModelProto) -> list[str]:
 
 
 def _pre_process(model: onnx.ModelProto, attempts: tuple[bool, ...]) -> tuple[onnx.ModelProto | None, str]:
-    """`quant_pre_process` with each `skip_symbolic_shape` setting in turn; (None, why) if all fail."""
+    """`quant_pre_process` with each `skip_symbolic_shape` setting in turn; (None, why) if all fail.
+
+    The model goes to onnxruntime as a file in a private folder, not as a ModelProto: given a proto,
+    its optimizer step swaps every weight for an external-data placeholder named `foo.bin` *in that
+    proto*, and when the optimizer then fails (PaddlePaddle exports whose Slice reads a weight) it
+    logs the error and returns the damaged proto as if all were well.
+    """
     failure = ""
-    for skip_symbolic in attempts:
-        with tempfile.TemporaryDirectory(prefix="slimscope-preprocess-") as folder:
-            target = Path(folder) / "preprocessed.onnx"
+    with tempfile.TemporaryDirectory(prefix="slimscope-preprocess-") as folder:
+        source = Path(folder) / "model.onnx"
+        _save(model, source)
+        for skip_symbolic in attempts:
+            target = Path(folder) / f"preprocessed-{int(skip_symbolic)}.onnx"
             try:
                 with _quiet(_PRE_PROCESS_LOGGER):
-                    quant_pre_process(model, target, skip_symbolic_shape=skip_symbolic)
-                return onnx.load_model(target), ""
+                    quant_pre_process(str(source), str(target), skip_symbolic_shape=skip_symbolic)
+                processed = onnx.load_model(target)
             except Exception as exc:  # symbolic shape inference raises and asserts on some graphs
                 text = str(exc).strip()
                 failure = (text.splitlines()[0][:200] if text else "") or type(exc).__name__
+                continue
+            if _has_external_data(processed):
+                failure = "its result pointed to weight files it did not write"
+                continue
+            return processed, ""
     return None, failure
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    """Write `model` for onnxruntime to read; weights go to a data file beside it past protobuf's 2 GiB."""
+    if model.ByteSize() < 2**31 - 2**26:
+        onnx.save_model(model, path)
+        return
+    copy = _copy(model)
+    onnx.save_model(copy, path, save_as_external_data=True, location=path.name + ".data")
+
+
+def _has_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 @contextlib.contextmanager
