@@ -18,7 +18,7 @@ from slimscope.core.tasks import Progress, Task, run_sync
 EXIT_BAD_INPUT = 2
 # The worker jobs the verbs run, by what they do: "open" (read and inspect), "load", "optimize". A test
 # names a job of its own here ("module:function") to see what a crash in one does to a command.
-WORKER_JOBS = {"open": "open", "load": "load", "optimize": "optimize"}
+WORKER_JOBS = {"open": "open", "load": "load", "optimize": "optimize", "data": "data"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +150,11 @@ class CommandWorker:
     def load(self, path: Path, *, trust: bool = False, input_shapes=None):
         """Read a model file: its `LoadedModel`, which the worker keeps for `optimize`."""
         return self._job("load", path, trust, input_shapes)
+
+    def read_data(self, path: Path, preprocess=None, limit: int | None = None):
+        """Read evaluation or calibration data (its `Dataset`, not yet fitted to a model): decoding the
+        user's files runs within the same limits as reading models."""
+        return self._job("data", path, preprocess, limit)
 
     def optimize(self, loaded, recipe, calibration=None):
         """Apply `recipe` to `loaded` (calibration: model-ready samples); the `OptimizeResult`."""

@@ -44,8 +44,8 @@ def run_auto(args: argparse.Namespace, run, load) -> int:
     if args.output:  # the recipe never goes over the model or its weights
         refuse_protected(Path(args.output), [loaded.source, *loaded.external_files])
     preprocess = default_recipe().data.get("preprocess")
-    data = _dataset(args.data, preprocess, run).head(args.samples)
-    calib = _dataset(args.calib, preprocess, run) if args.calib else None
+    data = _dataset(args.data, preprocess, run, args.worker).head(args.samples)
+    calib = _dataset(args.calib, preprocess, run, args.worker) if args.calib else None
     result = run(
         iter_auto_recipe(loaded, data, max_drop=args.max_drop / 100, goal=args.goal, calibration=calib)
     )

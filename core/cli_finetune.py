@@ -60,7 +60,7 @@ def run_finetune(args: argparse.Namespace, run, load) -> int:
     if args.calib is not None:
         from slimscope.core.cli_sensitivity import _dataset
 
-        calib = _dataset(args.calib, preprocess, run).x
+        calib = _dataset(args.calib, preprocess, run, args.worker).x
     task = iter_finetune(loaded, recipe, train, val, calibration=calib, checkpoint_dir=args.checkpoints,
                          resume=args.resume)  # fmt: skip
     result = run(_printing_epochs(task) if not args.json else task)

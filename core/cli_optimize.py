@@ -58,7 +58,7 @@ def run_optimize(args: argparse.Namespace, run: Runner, worker) -> int:
         check_destination(args.report, [*protected, args.output])
     recipe = load_recipe(args.recipe)
     calib_path = args.calib or args.eval
-    calib = _dataset(calib_path, recipe, loaded.model, run) if calib_path else None
+    calib = _dataset(calib_path, recipe, loaded.model, worker) if calib_path else None
     result = worker.optimize(loaded, recipe, None if calib is None else calib.x)
     if calib is not None and args.calib is None:
         result.notes.append(
@@ -71,7 +71,7 @@ def run_optimize(args: argparse.Namespace, run: Runner, worker) -> int:
         data = (
             calib
             if calib is not None and args.eval == calib_path
-            else _dataset(args.eval, recipe, loaded.model, run)
+            else _dataset(args.eval, recipe, loaded.model, worker)
         )
         from slimscope.core.inspection import count_macs
         from slimscope.core.loading.input_shapes import shapes_for_data
@@ -146,7 +146,7 @@ def run_evaluate(args: argparse.Namespace, run: Runner, worker) -> int:
     original = worker.load(args.original)  # both read in the worker process, one after the other
     optimized = worker.load(args.optimized)
     recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
-    data = _dataset(args.data, recipe, original.model, run)
+    data = _dataset(args.data, recipe, original.model, worker)
     from slimscope.core.cli_sensitivity import _executor
 
     executor = _executor(args)  # None: in this process
@@ -164,13 +164,15 @@ def run_evaluate(args: argparse.Namespace, run: Runner, worker) -> int:
 _FOOTPRINT = {"size_bytes": "size_bytes", "gzip_bytes": "gzip_bytes", "nonzero_params": "nonzero_params"}
 
 
-def _dataset(path: Path, recipe, model, run):
-    from slimscope.core.data import PreprocessSpec, fit_to_model, iter_load_dataset
+def _dataset(path: Path, recipe, model, worker):
+    """The data at `path`, read in the command's worker process (within its memory and time limits)."""
+    from slimscope.core.data import PreprocessSpec, fit_to_model
 
     if not path.exists():
         raise DatasetError(f"The data '{path}' does not exist.")
-    spec = PreprocessSpec.from_dict(recipe.data.get("preprocess"))
-    return fit_to_model(run(iter_load_dataset(path, spec)), model)
+    preprocess = recipe.data.get("preprocess")
+    PreprocessSpec.from_dict(preprocess)  # a preprocessing error is said before the worker starts reading
+    return fit_to_model(worker.read_data(path, preprocess), model)
 
 
 def _optimize_details(result) -> dict:

@@ -57,8 +57,8 @@ def run_sensitivity(args: argparse.Namespace, run: Runner, load) -> int:
     settings = probe_settings(args.settings)  # a typo fails before the model is read
     loaded = load(args)
     preprocess = default_recipe().data.get("preprocess")
-    data = _dataset(args.data, preprocess, run)
-    calib = _dataset(args.calib, preprocess, run) if args.calib else None
+    data = _dataset(args.data, preprocess, run, args.worker)
+    calib = _dataset(args.calib, preprocess, run, args.worker) if args.calib else None
     executor = _executor(args)
     try:
         report = run(iter_sensitivity(loaded, data, settings, calibration=calib, executor=executor,
@@ -85,11 +85,15 @@ def _executor(args: argparse.Namespace):
     return None
 
 
-def _dataset(path: Path, preprocess, run):
+def _dataset(path: Path, preprocess, run, worker=None):
+    """The data at `path`; read in `worker` (cli.CommandWorker: within the command's memory and time
+    limits) when given, else in this process."""
     from slimscope.core.data import PreprocessSpec, iter_load_dataset
 
     if not path.exists():
         raise DatasetError(f"The data '{path}' does not exist.")
+    if worker is not None:
+        return worker.read_data(path, preprocess)
     return run(iter_load_dataset(path, PreprocessSpec.from_dict(preprocess)))
 
 

@@ -116,6 +116,7 @@ ACTIVITIES = {
     "load": _READING,
     "optimize": Activity("optimizing this model", "onnxruntime or onnx", _ON_THE_MODEL),
     "compare": Activity("optimizing and evaluating this model", "onnxruntime or onnx", _ON_THE_MODEL),
+    "data": Activity("reading this data", "NumPy or Pillow", "the file is probably malformed"),
     "sensitivity": Activity("measuring layer sensitivity", "onnxruntime or onnx", _ON_THE_MODEL),
     "auto": Activity("searching for an automatic recipe", "onnxruntime or onnx", _ON_THE_MODEL),
     "finetune": Activity("retraining this model", "PyTorch or onnxruntime", _ON_THE_MODEL),

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -282,13 +283,52 @@ def loads_recipe(text: str, source: str = "Recipe text") -> Recipe:
         raise RecipeError(
             f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
         ) from None
+    except RecursionError:  # deeper than Python's parser goes
+        too_deep = True
+    else:
+        too_deep = _nesting_depth(data) > MAX_RECIPE_DEPTH
+    if too_deep:
+        raise RecipeError(f"{source} is nested more than {MAX_RECIPE_DEPTH} levels deep; a recipe is not.")
     return parse_recipe(data)
+
+
+MAX_RECIPE_DEPTH = 32  # a recipe nests 5 levels; validation recurses per level
+MAX_RECIPE_BYTES = 16 * 1024 * 1024  # a recipe for a 1,000-layer model is ~200 kB
+
+
+def _nesting_depth(data: Any) -> int:
+    """How deep JSON data nests (iteratively: the depth may be what is wrong with it)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_RECIPE_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _read_recipe_text(path: str | os.PathLike[str]) -> str:
+    """A recipe file's text. Only a regular file of sane size is read: a pipe would block the read
+    forever and a device (/dev/zero) never ends. Opened without blocking, then checked, then read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RecipeError(f"Recipe file '{path}' is not a regular file (a pipe, device or socket).")
+        data = file.read(MAX_RECIPE_BYTES + 1)
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(
+            f"Recipe file '{path}' is larger than {MAX_RECIPE_BYTES // 2**20} MiB; a recipe is a few kB."
+        )
+    return data.decode("utf-8-sig")  # tolerates a BOM (Notepad)
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe file."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # tolerates a BOM (Notepad)
+        text = _read_recipe_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         reason = (exc.strerror or exc) if isinstance(exc, OSError) else "it is not UTF-8 text"
         raise RecipeError(f"Cannot read recipe file '{path}': {reason}.") from None

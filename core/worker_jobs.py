@@ -88,6 +88,14 @@ def _read_data(state: ChildState, path: Path, preprocess: dict | None, limit: in
     return (yield from iter_read_data(path, preprocess, state.loaded.model, limit))
 
 
+def _data(state: ChildState, path: Path, preprocess: dict | None, limit: int | None = None):
+    """Read evaluation or calibration data (the command line's verbs): decoding a file the user picked,
+    like reading a model, runs under the worker's memory and time limits. Fitted to the model by the caller."""
+    from slimscope.core.data import iter_load_dataset
+
+    return (yield from iter_load_dataset(path, preprocess, limit))
+
+
 def _sensitivity_cache(state: ChildState):
     from slimscope.core.sensitivity import SensitivityCache
 
@@ -193,6 +201,7 @@ JOBS: dict[str, Callable[..., Task[Any]]] = {
     "load": _load,
     "optimize": _optimize,
     "compare": _compare,
+    "data": _data,
     "sensitivity": _sensitivity,
     "auto": _auto,
     "finetune": _finetune,

@@ -7,6 +7,8 @@ class rather than only the first one.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import zip_longest
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import numpy as np
 from PIL import Image
 
 from slimscope.core.data.dataset import Dataset
-from slimscope.core.data.preprocess import PreprocessSpec, images_to_input, prepare_image
+from slimscope.core.data.limits import check_image_pixels, check_memory
+from slimscope.core.data.preprocess import PreprocessSpec, images_to_input, prepare_image, prepared_shape
 from slimscope.core.errors import DatasetError
 from slimscope.core.tasks import Progress, Task
 
@@ -29,12 +32,14 @@ def read_image_folder(folder: Path, spec: PreprocessSpec, limit: int | None) -> 
     files, labels, class_names = _list_images(folder)
     if limit is not None:
         files, labels = files[:limit], labels[:limit]
+    yield from _check_sizes(files, folder, spec)
     images: list[np.ndarray] = []
     for index, file in enumerate(files):
         if index % _PROGRESS_EVERY == 0:
             yield Progress(index / len(files), f"Reading images {index}/{len(files)}")
         images.append(_read(file, folder, spec))
     stacked = _stack(images, files, folder)
+    del images  # the stack holds them now
     x = images_to_input(stacked, spec)
     y = np.asarray(labels, dtype=np.int64) if class_names is not None else None
     return Dataset(x, y, None, str(folder), class_names=class_names, layout=spec.layout)
@@ -76,14 +81,39 @@ def _list_images(folder: Path) -> tuple[list[Path], list[int], tuple[str, ...] |
     return [file for file, _ in order], [label for _, label in order], tuple(d.name for d in class_dirs)
 
 
+def _check_sizes(files: list[Path], folder: Path, spec: PreprocessSpec) -> Task[None]:
+    """Refuse, from the images' headers alone, images too large to decode and a folder whose images
+    would not fit in memory once read (Pillow's open reads only the header; `load` decodes)."""
+    pixels, channels = 0, 1
+    for index, file in enumerate(files):
+        if index % _PROGRESS_EVERY == 0:
+            yield Progress(index / len(files), f"Checking image sizes {index}/{len(files)}")
+        name = str(file.relative_to(folder))
+        with _image_errors(name, folder), Image.open(file) as image:
+            check_image_pixels(*image.size, name)
+            height, width, image_channels = prepared_shape(*image.size, image.mode, spec, name)
+        pixels += height * width
+        channels = max(channels, image_channels)
+    # Held at once: the prepared uint8 images and their stack, then the float32 input and its copy in
+    # the final layout (about ten bytes per pixel and channel).
+    check_memory(10 * pixels * channels, f"the {len(files)} images in '{folder}'")
+
+
 def _read(file: Path, folder: Path, spec: PreprocessSpec) -> np.ndarray:
     name = str(file.relative_to(folder))
+    with _image_errors(name, folder), Image.open(file) as image:
+        check_image_pixels(*image.size, name)  # before decoding: the header may have changed meanwhile
+        image.load()
+        return prepare_image(image, spec, name)
+
+
+@contextmanager
+def _image_errors(name: str, folder: Path) -> Iterator[None]:
+    """What Pillow raises on a damaged or hostile image, as one sentence naming it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file) as image:
-                image.load()
-                return prepare_image(image, spec, name)
+            yield
     except DatasetError:
         raise
     except (

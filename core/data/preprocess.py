@@ -19,6 +19,7 @@ import numpy as np
 from jsonschema import Draft202012Validator
 from PIL import Image
 
+from slimscope.core.data.limits import MAX_IMAGE_PIXELS
 from slimscope.core.errors import DatasetError
 
 Size = tuple[int, int]  # (height, width)
@@ -83,11 +84,38 @@ def prepare_image(image: Image.Image, spec: PreprocessSpec, name: str) -> np.nda
     else:
         image = image.convert("RGB")
     if spec.resize is not None:
-        image = image.resize(_resized(image.size, spec.resize), Image.Resampling.BILINEAR)
+        size = _resized(image.size, spec.resize)
+        _check_resized(size, name)
+        image = image.resize(size, Image.Resampling.BILINEAR)
     if spec.center_crop is not None:
         image = _center_crop(image, _size(spec.center_crop), name)
     pixels = np.asarray(image, dtype=np.uint8)
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def prepared_shape(
+    width: int, height: int, mode: str, spec: PreprocessSpec, name: str
+) -> tuple[int, int, int]:
+    """(height, width, channels) of what `prepare_image` makes of an image of this size and mode, known
+    from its header alone: what reading a folder will hold is checked before any image is decoded."""
+    one_channel = spec.grayscale or (spec.grayscale is None and mode in _ONE_CHANNEL_MODES)
+    if spec.resize is not None:
+        width, height = _resized((width, height), spec.resize)
+        _check_resized((width, height), name)
+    if spec.center_crop is not None:
+        crop_h, crop_w = _size(spec.center_crop)
+        height, width = min(height, crop_h), min(width, crop_w)
+    return height, width, 1 if one_channel else 3
+
+
+def _check_resized(size: tuple[int, int], name: str) -> None:
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DatasetError(
+            f"The preprocessing's resize makes image '{name}' {width}x{height} pixels "
+            f"({width * height / 1e6:.1f} million); Slimscope makes images of at most "
+            f"{MAX_IMAGE_PIXELS / 1e6:.1f} million pixels."
+        )
 
 
 # Modes whose pixels carry one value (`I;16` and `F` are converted to 8 bits by Pillow's rules).
