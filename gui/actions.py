@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMenu, QMessageBox
 
-from slimscope.gui import auto_dialog, data_dialog, recipe_files, retrain_dialog, settings
+from slimscope.core.loading.input_shapes import leaves_size_open
+from slimscope.gui import auto_dialog, data_dialog, input_size, recipe_files, retrain_dialog, settings
 
 if TYPE_CHECKING:
     from slimscope.gui.main_window import MainWindow
@@ -56,6 +57,10 @@ ACTIONS = (
     ActionSpec("choose_data", "Choose &Evaluation Data…", "Ctrl+D",
                "Choose the evaluation and calibration data (.npz or a folder of images) and their preprocessing",
                lambda w: data_dialog.choose_data(w)),
+    ActionSpec("input_size", "&Input Size…", None,
+               "Give the input size of a model that leaves it open (free height or width), to count every "
+               "layer's MACs at it; remembered for this model",
+               lambda w: input_size.choose_input_size(w)),
     ActionSpec("clear_recent", "Clear Recent Files", None, "Forget the recently opened files",
                lambda w: (settings.clear_recent_files(), w.update_actions())),
     ActionSpec("netron", "Open &Graph in Netron", None,
@@ -104,7 +109,7 @@ MENUS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     ("&File", ("open", RECENT, None, "export", None, "quit")),
     ("&Edit", ("undo", "redo")),
     ("&Recipe", ("save_recipe", "load_recipe", None, "auto_recipe", "retrain")),
-    ("&Data", ("choose_data",)),
+    ("&Data", ("choose_data", "input_size")),
     ("&View", ("netron", "netron_optimized", None, THEME)),
     ("&Help", ("about",)),
 )
@@ -149,6 +154,8 @@ def update_actions(window: MainWindow) -> None:
     actions["export"].setEnabled(session.result_is_current)
     actions["netron"].setEnabled(session.loaded is not None)
     actions["choose_data"].setEnabled(session.loaded is not None)
+    loaded = session.loaded
+    actions["input_size"].setEnabled(loaded is not None and leaves_size_open(loaded.input_shapes))
     actions["auto_recipe"].setEnabled(session.loaded is not None and session.evaluation_data is not None)
     actions["netron_optimized"].setEnabled(session.result_is_current)
     actions["retrain"].setEnabled(session.loaded is not None)

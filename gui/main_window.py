@@ -24,7 +24,7 @@ from slimscope.core.recipe import Recipe
 from slimscope.core.session import Session
 from slimscope.core.task_process import TaskProcess
 from slimscope.core.tasks import Progress
-from slimscope.gui import actions, errors, input_shape_prompt, settings, theme
+from slimscope.gui import actions, errors, input_shape_prompt, input_size, settings, theme
 from slimscope.gui.analysis import Analysis
 from slimscope.gui.live_comparison import LiveComparison
 from slimscope.gui.panels.comparison_panel import ComparisonPanel
@@ -95,6 +95,7 @@ class MainWindow(QMainWindow):
         self.session.result_changed.connect(self.update_actions)
         self.session.recipe_changed.connect(self.update_actions)
         self.session.model_changed.connect(self.stop_netron)
+        self.session.result_changed.connect(partial(input_size.follow_data, self))  # MACs at the data's size
         QGuiApplication.styleHints().colorSchemeChanged.connect(self.follow_system_scheme)
 
         self.actions_by_key = actions.build_actions(self)
@@ -261,6 +262,7 @@ class MainWindow(QMainWindow):
         self.undo_stack.clear()
         self.session.set_model(report)
         self.layer_table.set_report(report)
+        input_size.restore_input_size(self)  # the size the user gave this model before, if it leaves it open
         settings.add_recent_file(Path(path))
         self.update_actions()
         self.statusBar().showMessage(f"{Path(path).name}: {len(report.layers)} layers", 5000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
@@ -137,3 +138,35 @@ def checkpoint_folder() -> Path | None:
 
 def set_checkpoint_folder(path: Path | None) -> None:
     _set_optional_path(_CHECKPOINT_FOLDER, path)
+
+
+_INPUT_SIZES = "models/input_sizes"  # JSON: model path → "1x3x48x192" (inputs joined by ",")
+MAX_INPUT_SIZES = 50
+
+
+def _input_sizes() -> dict[str, str]:
+    try:
+        value = json.loads(str(QSettings().value(_INPUT_SIZES, "{}") or "{}"))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def input_size(model: Path) -> list[tuple[int, ...]] | None:
+    """The input size the user gave for a model that leaves it open (one shape per input), or None."""
+    text = _input_sizes().get(str(Path(model).resolve()))
+    try:
+        return [tuple(int(d) for d in part.split("x")) for part in text.split(",")] if text else None
+    except ValueError:
+        return None
+
+
+def set_input_size(model: Path, shapes: list[tuple[int, ...]] | None) -> None:
+    """Remember (or with None forget) the input size given for `model`; the newest MAX_INPUT_SIZES stay."""
+    sizes = _input_sizes()
+    key = str(Path(model).resolve())
+    sizes.pop(key, None)
+    if shapes:
+        sizes[key] = ",".join("x".join(str(d) for d in shape) for shape in shapes)
+    kept = dict(list(sizes.items())[-MAX_INPUT_SIZES:])
+    QSettings().setValue(_INPUT_SIZES, json.dumps(kept))

@@ -37,7 +37,8 @@ HEADER_TOOLTIPS = {
     "name": "The layer's node name in the graph",
     "op": "Operator type; dw: depthwise convolution",
     "params": "Weights and biases of the layer",
-    "MACs": "Multiply-accumulates per inference (? when the input shape leaves them open)",
+    "MACs": "Multiply-accumulates per inference (?: the model leaves its input size open; give one with Data → "
+    "Input Size…, or choose evaluation data)",
     "sparsity": "Share of the layer's weights that are zero now",
     "settings": "What the recipe does to this layer: share of weights pruned (ch: whole channels) and weight "
     "bits; bold: the layer's own settings rather than the defaults",
@@ -50,6 +51,7 @@ HEADER_TOOLTIPS = {
     "max": "Largest weight",
 }
 SETTINGS_COLUMN, ERROR_COLUMN = COLUMNS.index("settings"), COLUMNS.index("error dB")
+MACS_COLUMN = COLUMNS.index("MACs")
 SENSITIVITY_COLUMN = COLUMNS.index("sensitivity")
 TEXT_COLUMNS = {COLUMNS.index(name) for name in ("name", "op", "settings", "shape")}  # the rest: numbers
 MIN_NAME_WIDTH = 140  # pixels: a narrower table scrolls sideways rather than cut names to nothing
@@ -67,7 +69,7 @@ _Index = QModelIndex | QPersistentModelIndex
 def _cells(layer: Layer, stats: LayerStats | None) -> list[tuple[str, Any]]:
     """(text shown, value sorted by) for each column."""
     op = f"{layer.op_type} dw" if layer.depthwise else layer.op_type
-    macs = ("?", -1) if layer.macs is None else (human_count(layer.macs), layer.macs)
+    macs = macs_cell(layer)
     shape = ("×".join(str(d) for d in layer.weight_shape), layer.weight_shape)
     if stats is None:
         sparsity = low = high = ("", 0.0)
@@ -78,6 +80,10 @@ def _cells(layer: Layer, stats: LayerStats | None) -> list[tuple[str, Any]]:
     sensitivity = ("", UNMEASURED_KEY)  # filled by set_sensitivity
     name, params = (short_layer_name(layer.name), layer.name), (human_count(layer.params), layer.params)
     return [name, (op, op), params, macs, sparsity, settings, error, sensitivity, shape, low, high]
+
+
+def macs_cell(layer: Layer) -> tuple[str, int]:
+    return ("?", -1) if layer.macs is None else (human_count(layer.macs), layer.macs)
 
 
 def settings_text(settings: LayerSettings) -> str:
@@ -183,6 +189,13 @@ class LayerTableModel(QAbstractTableModel):
         self._backgrounds.clear()
         self._own_settings.clear()
         self.endResetModel()
+
+    def set_macs(self, report: ModelReport) -> None:
+        """The same layers measured again (MACs at another input size): only the MACs column changes."""
+        macs = {layer.name: macs_cell(layer) for layer in report.layers}
+        for row, name in enumerate(self._names):
+            self._set_cell(row, MACS_COLUMN, macs.get(name, ("?", -1)), None)
+        self._column_changed(MACS_COLUMN)
 
     def set_recipe(self, recipe: Recipe | None) -> None:
         """Each layer's settings from the recipe (empty without one)."""
@@ -319,6 +332,7 @@ class LayerTablePanel(QWidget):
         if session is not None:
             session.recipe_changed.connect(self.model.set_recipe)
             session.result_changed.connect(self.show_result)
+            session.report_changed.connect(self.model.set_macs)
 
     def set_report(self, report: ModelReport) -> None:
         self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # back to the model's own layer order

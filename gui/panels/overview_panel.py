@@ -78,6 +78,7 @@ class OverviewPanel(QWidget):
         self.sort_by_size.toggled.connect(self.redraw)
         self.chart.bar_clicked.connect(self.layer_clicked)
         session.model_changed.connect(self.redraw)
+        session.report_changed.connect(self.redraw)  # MACs counted at another input size
         self.redraw()
 
     def redraw(self, *_args: object) -> None:
