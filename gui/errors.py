@@ -17,6 +17,11 @@ def show_error(parent: QWidget | None, exc: BaseException) -> None:
     if isinstance(exc, SlimscopeError):
         box.setText(str(exc))
     else:  # a bug or a library failing on odd input: say so briefly, keep the traceback for a report
-        box.setText(f"Something went wrong ({type(exc).__name__}): {exc}")
+        # The library's own words (an exception type, a protobuf message) mean nothing to the user: they
+        # go to the details, for a bug report.
+        box.setText(
+            "An unexpected problem inside Slimscope or a library it uses stopped this step (a bug worth "
+            "reporting). Your files are unchanged; the details below say what failed."
+        )
         box.setDetailedText("".join(traceback.format_exception(exc)))
     box.exec()

@@ -87,7 +87,7 @@ class MainWindow(QMainWindow):
         self.layer_table.selection_changed.connect(self.settings_panel.set_selected_layers)
         self.settings_panel.edit_requested.connect(self.push_recipe)
         self.live.progressed.connect(self._on_comparison_progress)
-        self.live.failed.connect(lambda exc: errors.show_error(self, exc))
+        self.live.failed.connect(self._on_comparison_failed)
         self.analysis.failed.connect(lambda _job, exc: errors.show_error(self, exc))
         self.session.data_changed.connect(self.update_actions)
         self.undo_stack.cleanChanged.connect(self.update_actions)
@@ -279,6 +279,12 @@ class MainWindow(QMainWindow):
             self.comparison.show_running(progress.partial)
         else:
             self.comparison.status.setText(progress.message)
+
+    def _on_comparison_failed(self, exc: BaseException) -> None:
+        # the panel must not keep saying what the failed job was doing ("Preparing the model…") forever
+        self.comparison.status.setText("The comparison failed (see the message); edit the recipe or choose "
+                                       "other data to compare again.")  # fmt: skip
+        errors.show_error(self, exc)
 
     def _on_failed(self, exc: BaseException) -> None:
         self.statusBar().clearMessage()

@@ -25,5 +25,13 @@ def test_unexpected_error_keeps_the_traceback(qtbot, monkeypatch):
         {}["missing"]
     except KeyError as exc:
         errors.show_error(None, exc)
-    assert "KeyError" in boxes[0].text()
+    assert "KeyError" not in boxes[0].text() and "missing" not in boxes[0].text()  # no library words up front
+    assert "unexpected problem" in boxes[0].text()
     assert "Traceback" in boxes[0].detailedText() and "missing" in boxes[0].detailedText()
+
+
+def test_a_failed_comparison_does_not_leave_its_last_step_on_screen(qtbot, window, error_calls):
+    window.comparison.status.setText("Preparing the model for quantization")
+    window.live.failed.emit(ValueError("boom"))
+    assert error_calls and isinstance(error_calls[0], ValueError)
+    assert "failed" in window.comparison.status.text()
