@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe = verbs.add_parser("recipe", help="print a recipe template that lists every layer")
     _model_arguments(recipe)
     recipe.add_argument("-o", "--output", type=Path, help="write the recipe to this file instead of stdout")
+    recipe.add_argument("--preset", metavar="NAME", help=_presets_help())
 
     from slimscope.core.cli_optimize import add_optimize_arguments
 
@@ -240,11 +241,21 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recipe(args: argparse.Namespace) -> int:
-    from slimscope.core.recipe import dumps_recipe, save_recipe, template_recipe
+def _presets_help() -> str:
+    from slimscope.core.recipe_presets import DEFAULT_PRESET, PRESETS
 
+    names = "; ".join(f"{name}: {preset.summary}" for name, preset in PRESETS.items())
+    return f"start from this preset instead of the default ({DEFAULT_PRESET}). {names}".replace("%", "%%")
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from slimscope.core.recipe import dumps_recipe, save_recipe
+    from slimscope.core.recipe_presets import DEFAULT_PRESET, preset_recipe
+
+    preset = args.preset or DEFAULT_PRESET
+    preset_recipe(preset)  # an unknown name is refused before the model is read
     report = args.worker.open(args.model, trust=args.trust, input_shapes=_shapes(args))
-    recipe = template_recipe([layer.name for layer in report.layers])
+    recipe = preset_recipe(preset, [layer.name for layer in report.layers])
     if args.output:
         save_recipe(recipe, args.output)
     else:

@@ -82,12 +82,14 @@ def run_optimize(args: argparse.Namespace, run: Runner, worker) -> int:
                                        per_layer=layer_tensors(loaded.model), macs=macs))  # fmt: skip
         report |= evaluation.to_dict()
     else:
+        from slimscope.core.evaluate.quality_warnings import judge
         from slimscope.core.evaluate.report import footprint_warnings
 
         before, after = measure_footprint(loaded.model), measure_footprint(result.model)
         report |= {key: {"original": getattr(before, attr), "optimized": getattr(after, attr)}
                    for key, attr in _FOOTPRINT.items()}  # fmt: skip
-        report["warnings"] = footprint_warnings({"original": before, "optimized": after})
+        sizes = {"original": before.size_bytes, "optimized": after.size_bytes}
+        report["warnings"] = [*judge(sizes=sizes).warnings, *footprint_warnings({"original": before, "optimized": after})]
         report["warnings"].append("Not evaluated: give --eval DATA to measure what this cost and gained.")
     report |= _optimize_details(result)
     report["warnings"] = [*result.warnings, *report.get("warnings", [])]

@@ -236,12 +236,12 @@ class Recipe:
 
 
 def default_recipe() -> Recipe:
-    """50 % unstructured pruning ranked across all layers together, and int8 quantization.
+    """Quantization only (the `recipe_presets.DEFAULT_PRESET` preset): int8 per-channel weights, uint8
+    activations. Pruning is something the user asks for (a preset or an edit): on a pretrained ImageNet
+    classifier, 50 % pruning + int8 as a default gave 0.0 % top-1 agreement."""
+    from slimscope.core.recipe_presets import DEFAULT_PRESET, preset_recipe  # it builds on this module
 
-    Global ranking by default: on the demo network, 50 % per layer cost 88 accuracy points (the stem
-    and depthwise convs have few weights and need them all), 50 % ranked globally cost 0.7.
-    """
-    return Recipe(LayerSettings(PruneSpec(sparsity=0.5, scope="global"), QuantSpec()))
+    return preset_recipe(DEFAULT_PRESET)
 
 
 def template_recipe(layer_names: Sequence[str]) -> Recipe:

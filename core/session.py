@@ -15,6 +15,7 @@ from slimscope.core.comparison import Comparison
 from slimscope.core.inspection import ModelReport
 from slimscope.core.model import LoadedModel
 from slimscope.core.recipe import Recipe, template_recipe
+from slimscope.core.recipe_presets import DEMO_PRESET, preset_recipe
 from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL
 
 if TYPE_CHECKING:
@@ -55,8 +56,11 @@ class Session:
     def set_model(self, report: ModelReport | None) -> None:
         """Open a model: a fresh template recipe, the demo's data for the demo model, no result yet."""
         self.report = report
-        self.recipe = None if report is None else template_recipe(self.layer_names)
         demo = report is not None and _same_file(report.loaded.source, DEMO_MODEL)
+        # Every model starts quantized only; the demo shows pruning too, through the preset that does it.
+        self.recipe = None if report is None else template_recipe(self.layer_names)
+        if demo:
+            self.recipe = preset_recipe(DEMO_PRESET, self.layer_names)
         self.evaluation_data = DEMO_DATA if demo else None
         self.calibration_data = DEMO_CALIBRATION if demo else None
         self.result = None

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from slimscope.core import errors
 from slimscope.core.errors import ConversionError
@@ -78,15 +80,19 @@ def run_in_child(
     exiting non-zero; that becomes the named `SlimscopeError` subclass. A crash (signal, no JSON answer)
     becomes a `ConversionError`. Closing the generator terminates the child.
     """
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # The child learns who started it, to end with that process (see torch_convert.die_with_parent).
+    env = dict(os.environ, PYTHONUNBUFFERED="1", SLIMSCOPE_PARENT_PID=str(os.getpid()))
     child = subprocess.Popen(
         [sys.executable, "-m", module, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=env,
-        text=True,
+        start_new_session=True,  # its own process group: ending it ends whatever it started too
     )
+    # Both pipes are drained as the child runs: a model that prints more than a pipe holds (64 kB) would
+    # otherwise block its conversion forever. Only the tails are kept, for the answer and error messages.
+    stdout, stderr = _Tail(child.stdout), _Tail(child.stderr)
     started = time.monotonic()
     try:
         while child.poll() is None:
@@ -96,24 +102,49 @@ def run_in_child(
             yield Progress(None, f"{message} ({elapsed:.0f} s)")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(poll_interval)
-        stdout, stderr = child.communicate()
-    except GeneratorExit:
+    except BaseException:  # cancelled (GeneratorExit), timed out, Ctrl-C
         _terminate(child)
         raise
-    except BaseException:
-        _terminate(child)
-        raise
-    return _read_child_answer(child.returncode, stdout, stderr, message)
+    finally:
+        _kill_group(child.pid, signal.SIGKILL)  # what the child left running (its pipes then close)
+    return _read_child_answer(child.returncode, stdout.text(), stderr.text(), message)
+
+
+class _Tail(threading.Thread):
+    """Reads a child's pipe to its end in a thread, keeping the last `size` bytes."""
+
+    def __init__(self, pipe: IO[bytes] | None, size: int = 64 * 1024) -> None:
+        super().__init__(name="child-output", daemon=True)
+        assert pipe is not None
+        self._pipe, self._size, self._kept = pipe, size, bytearray()
+        self.start()
+
+    def run(self) -> None:
+        with self._pipe:
+            while chunk := os.read(self._pipe.fileno(), 65536):
+                self._kept += chunk
+                if len(self._kept) > 2 * self._size:
+                    del self._kept[: -self._size]
+
+    def text(self, timeout: float = 5.0) -> str:
+        self.join(timeout)  # the pipe ends when the child's process group has
+        return bytes(self._kept[-self._size :]).decode("utf-8", "replace")
 
 
 def _terminate(child: subprocess.Popen) -> None:
+    """End the child and its process group: politely, then for sure."""
     if child.poll() is None:
-        child.terminate()
+        _kill_group(child.pid, signal.SIGTERM)
         try:
             child.wait(5)
         except subprocess.TimeoutExpired:
-            child.kill()
+            _kill_group(child.pid, signal.SIGKILL)
             child.wait()
+
+
+def _kill_group(pid: int, signal_number: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError, AttributeError):  # (no groups on Windows)
+        os.killpg(pid, signal_number)
 
 
 def _read_child_answer(returncode: int, stdout: str, stderr: str, message: str) -> dict:

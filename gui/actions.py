@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMenu, QMessageBox
 
+from slimscope.core.recipe_presets import PRESETS, apply_preset
 from slimscope.core.loading.input_shapes import leaves_size_open
 from slimscope.gui import auto_dialog, data_dialog, input_size, recipe_files, retrain_dialog, settings
 
@@ -76,6 +77,8 @@ ACTIONS = (
                lambda w: w.set_theme("light"), checkable=True),
     ActionSpec("theme_dark", "&Dark", None, "Light text on dark backgrounds, whatever the system's setting",
                lambda w: w.set_theme("dark"), checkable=True),
+    *(ActionSpec(f"preset_{name}", name, None, preset.summary, lambda w, n=name: apply_preset_to(w, n))
+      for name, preset in PRESETS.items()),
     ActionSpec("quit", "&Quit", QKeySequence.StandardKey.Quit, "Close Slimscope", lambda w: w.close()),
     ActionSpec("about", "&About Slimscope", None, "Versions of Slimscope and the libraries it uses",
                lambda w: show_about(w)),
@@ -104,11 +107,12 @@ def _trigger(callback: Callable[[MainWindow], object], window: MainWindow, _chec
 # Theme submenu (its actions exclusive: one is checked, the theme in the settings).
 RECENT = "recent"
 THEME = "theme"
+PRESETS_MENU = "presets"  # Recipe → Presets: one action per preset of core/recipe_presets.py
 THEME_ACTIONS = ("theme_system", "theme_light", "theme_dark")
 MENUS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     ("&File", ("open", RECENT, None, "export", None, "quit")),
     ("&Edit", ("undo", "redo")),
-    ("&Recipe", ("save_recipe", "load_recipe", None, "auto_recipe", "retrain")),
+    ("&Recipe", (PRESETS_MENU, None, "save_recipe", "load_recipe", None, "auto_recipe", "retrain")),
     ("&Data", ("choose_data", "input_size")),
     ("&View", ("netron", "netron_optimized", None, THEME)),
     ("&Help", ("about",)),
@@ -127,6 +131,10 @@ def build_menus(window: MainWindow, actions: dict[str, QAction]) -> QMenu:
                 recent_menu = menu.addMenu("Open &Recent")
             elif key == THEME:
                 _add_theme_menu(menu, window, actions)
+            elif key == PRESETS_MENU:
+                submenu = menu.addMenu("&Presets")
+                submenu.setToolTipsVisible(True)
+                submenu.addActions([actions[f"preset_{name}"] for name in PRESETS])
             else:
                 menu.addAction(actions[key])
     assert recent_menu is not None
@@ -151,6 +159,8 @@ def update_actions(window: MainWindow) -> None:
     actions["redo"].setText(f"&Redo {stack.redoText()}".rstrip())
     actions["save_recipe"].setEnabled(session.recipe is not None)
     actions["load_recipe"].setEnabled(session.recipe is not None)
+    for name in PRESETS:
+        actions[f"preset_{name}"].setEnabled(session.recipe is not None)
     actions["export"].setEnabled(session.result_is_current)
     actions["netron"].setEnabled(session.loaded is not None)
     actions["choose_data"].setEnabled(session.loaded is not None)
@@ -161,6 +171,12 @@ def update_actions(window: MainWindow) -> None:
     actions["retrain"].setEnabled(session.loaded is not None)
     actions[f"theme_{settings.theme()}"].setChecked(True)
     fill_recent_menu(window.recent_menu, window, actions["clear_recent"])
+
+
+def apply_preset_to(window: MainWindow, name: str) -> None:
+    """Replace the recipe by a preset (its data and training sections stay): one undoable edit."""
+    if window.session.recipe is not None:
+        window.push_recipe(apply_preset(window.session.recipe, name), f"Preset {name}")
 
 
 def fill_recent_menu(menu: QMenu, window: MainWindow, clear_action: QAction) -> None:

@@ -7,6 +7,7 @@ parent only ever sees a JSON answer on the last line of stdout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import warnings
@@ -19,7 +20,26 @@ class _ShapeMissing(Exception):
     pass
 
 
+def die_with_parent() -> None:
+    """End when the process that started this one ends. That is a worker process, which its own parent
+    kills outright at its time limit; nothing would then end this conversion, orphaned and still busy
+    (Linux: the kernel sends SIGKILL on the parent's death; elsewhere the parent's own cleanup must do)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import os
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    parent = os.environ.get("SLIMSCOPE_PARENT_PID", "")
+    if parent.isdigit() and os.getppid() != int(parent):  # it died before the line above
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    die_with_parent()
     kind, source, out_dir = argv[0], Path(argv[1]), Path(argv[2])
     shapes = [tuple(int(d) for d in s.split("x")) for s in argv[3].split(",")] if len(argv) > 3 else None
     try:
