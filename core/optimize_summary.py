@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from slimscope.core.errors import one_line
+from slimscope.core.evaluate.quality_warnings import decibels_text, percent_text
 from slimscope.core.inspection_table import human_bytes, human_count
 
 
@@ -30,14 +32,14 @@ def format_summary(report: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
               for r in rows]  # fmt: skip
-    for key, label in (
-        ("agreement", "top-1 agreement"),
-        ("sqnr_db", "output SQNR (dB)"),
-        ("cosine", "cosine"),
-    ):
-        value = report.get(key)
-        if value is not None:
-            lines.append(f"{label}: {value if isinstance(value, str) else round(value, 4)}")
+    if report.get("agreement") is not None:
+        lines.append(f"top-1 agreement: {percent_text(report['agreement'])}")
+    sqnr = report.get("sqnr_db")
+    if sqnr is not None:  # "inf"/"-inf" in the JSON-ready report
+        value = float(sqnr) if isinstance(sqnr, str) else sqnr
+        lines.append(f"SQNR on {report.get('sqnr_on', 'the outputs')}: {decibels_text(value)}")
+    if report.get("cosine") is not None:
+        lines.append(f"cosine: {round(report['cosine'], 4)}")
     hurt = sorted((layer for layer in report.get("layers", []) if isinstance(layer.get("sqnr_db"), float)),
                   key=lambda layer: layer["sqnr_db"])[:3]  # fmt: skip
     if hurt:
@@ -45,7 +47,8 @@ def format_summary(report: dict) -> str:
             "lowest per-layer SQNR: " + ", ".join(f"{h['name']} {h['sqnr_db']:.1f} dB" for h in hurt)
         )
     lines += [f"note: {note}" for note in report.get("notes", [])]
-    return "\n".join(lines) + "\n"
+    # Paths and layer names may hold line breaks or terminal escapes: shown escaped, one line each.
+    return "\n".join(one_line(line) for line in lines) + "\n"
 
 
 def _row(label: str, before, after, show, points: bool = False) -> tuple[str, str, str, str]:

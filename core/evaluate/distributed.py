@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from slimscope.core.data.dataset import Dataset
+from slimscope.core.evaluate.logits import plan_measured_outputs
 from slimscope.core.evaluate.metrics import OutputComparison
 from slimscope.core.evaluate.sessions import batch_step, batches, create_runner
 from slimscope.core.executor import Executor, WorkerContext
@@ -21,20 +22,27 @@ CHUNK_SAMPLES = 256  # per work item: large enough to amortize the call, small e
 
 
 def setup_comparison_worker(payload: dict[str, Any]) -> dict[str, Any]:
-    threads = payload["threads"]
-    return {
-        role: create_runner(onnx.load_model_from_string(payload[role]), role, threads)
-        for role in ("original", "optimized")
+    threads, plan = payload["threads"], payload["plan"]
+    models = {role: onnx.load_model_from_string(payload[role]) for role in ("original", "optimized")}
+    runners = {
+        role: create_runner(model, role, threads, extra_outputs=plan.extra[role])
+        for role, model in models.items()
     }
+    counts = {role: len(model.graph.output) for role, model in models.items()}
+    return {"runners": runners, "plan": plan, "counts": counts}
 
 
-def compare_chunk(runners: dict[str, Any], item: tuple[np.ndarray, np.ndarray | None]) -> OutputComparison:
+def compare_chunk(context: dict[str, Any], item: tuple[np.ndarray, np.ndarray | None]) -> OutputComparison:
     x, y = item
-    comparison = OutputComparison()
+    runners, plan, counts = context["runners"], context["plan"], context["counts"]
+    comparison = OutputComparison(measured_on=plan.description)
     step = batch_step(list(runners.values()))
     for start, batch in batches(x, step):
         labels = None if y is None else y[start : start + len(batch)]
-        comparison.add(runners["original"].run_all(batch), runners["optimized"].run_all(batch), labels)
+        (outputs_a, measured_a), (outputs_b, measured_b) = (
+            plan.split(runners[role].run_all(batch), counts[role]) for role in ("original", "optimized")
+        )
+        comparison.add(outputs_a, outputs_b, labels, (measured_a, measured_b))
     return comparison
 
 
@@ -47,6 +55,7 @@ def iter_compare_outputs_on(
         "original": original.SerializeToString(),
         "optimized": optimized.SerializeToString(),
         "threads": executor.threads_per_worker,
+        "plan": plan_measured_outputs(original, optimized),
     }
     chunks = [
         (

@@ -18,15 +18,15 @@ from slimscope.core.data.fit import fit_to_model
 from slimscope.core.errors import DatasetError
 from slimscope.core.evaluate.footprint import Footprint, gzip_size, measure_footprint
 from slimscope.core.evaluate.latency import available_threads, iter_measure_latency
+from slimscope.core.evaluate.logits import plan_measured_outputs
 from slimscope.core.evaluate.metrics import OutputComparison
 from slimscope.core.evaluate.per_layer import PER_LAYER_SAMPLES, LayerError, iter_layer_errors
+from slimscope.core.evaluate.quality_warnings import judge
 from slimscope.core.evaluate.report import (
     ROLES,
     EvalReport,
     LatencyComparison,
-    accuracy_warnings,
     footprint_warnings,
-    latency_warnings,
     layer_warnings,
 )
 from slimscope.core.evaluate.sessions import batch_step, batches, create_runner
@@ -115,10 +115,14 @@ def _report(
     original: onnx.ModelProto,
 ) -> EvalReport:
     accuracy = comparison.accuracy(labelled)
+    sizes = {role: footprints[role].size_bytes for role in ROLES}
+    verdict = judge(
+        accuracy=accuracy, agreement=comparison.agreement(), sqnr_db=comparison.sqnr_db(),
+        sqnr_on=comparison.measured_on, latency=timings, sizes=sizes, layers=layers,
+    )  # fmt: skip
     warnings = [
+        *verdict.warnings,
         *_output_warnings(comparison, original),
-        *accuracy_warnings(accuracy),
-        *latency_warnings(timings),
         *footprint_warnings(footprints),
         *layer_warnings(layers),
     ]
@@ -129,12 +133,14 @@ def _report(
         sqnr_db=comparison.sqnr_db(),
         cosine=comparison.cosine(),
         latency_ms=timings,
-        size_bytes={role: footprints[role].size_bytes for role in ROLES},
+        size_bytes=sizes,
         gzip_bytes={role: footprints[role].gzip_bytes for role in ROLES},
         nonzero_params={role: footprints[role].nonzero_params for role in ROLES},
         macs=dict(macs) if macs is not None else None,
         layers=layers,
         warnings=tuple(warnings),
+        sqnr_on=comparison.measured_on,
+        flagged=verdict.flagged,
     )
 
 
@@ -150,15 +156,21 @@ def _iter_compare_outputs(
 ) -> Task[OutputComparison]:
     """Run both models batch by batch (in turn, never at once) and compare their outputs."""
     yield Progress(0.0, "Preparing the models")
-    runner_a = create_runner(original, "original")
-    runner_b = create_runner(optimized, "optimized")
-    comparison = OutputComparison()
+    plan = plan_measured_outputs(original, optimized)
+    runner_a = create_runner(original, "original", extra_outputs=plan.extra["original"])
+    runner_b = create_runner(optimized, "optimized", extra_outputs=plan.extra["optimized"])
+    counts = (len(original.graph.output), len(optimized.graph.output))
+    comparison = OutputComparison(measured_on=plan.description)
     total, labelled = len(data), data.y is not None
     step = batch_step([runner_a, runner_b])
     every = max(1, -(-total // step) // _PARTIAL_RESULTS)
     for index, (start, batch) in enumerate(batches(data.x, step)):
         labels = None if data.y is None else data.y[start : start + len(batch)]
-        comparison.add(runner_a.run_all(batch), runner_b.run_all(batch), labels)
+        (outputs_a, measured_a), (outputs_b, measured_b) = (
+            plan.split(runner.run_all(batch), count)
+            for runner, count in zip((runner_a, runner_b), counts, strict=True)
+        )
+        comparison.add(outputs_a, outputs_b, labels, (measured_a, measured_b))
         if (index + 1) % every == 0 or comparison.samples == total:
             message = f"Comparing outputs: {comparison.samples}/{total} samples"
             yield Progress(comparison.samples / total, message, comparison.running(total, labelled))

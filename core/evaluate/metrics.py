@@ -58,10 +58,19 @@ class OutputComparison:
     mismatches: dict[int, str] = field(default_factory=dict)  # output index → why it is left out
     output_counts: tuple[int, int] | None = None  # (original, optimized) when they differ
     nonfinite: set[str] = field(default_factory=set)  # roles whose outputs held NaN or inf
+    measured_on: str = "the outputs"  # what SQNR and cosine compare (`logits.MeasuredOutputs.description`)
 
-    def add(self, original: list[np.ndarray], optimized: list[np.ndarray], labels: np.ndarray | None) -> None:
+    def add(
+        self,
+        original: list[np.ndarray],
+        optimized: list[np.ndarray],
+        labels: np.ndarray | None,
+        measured: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+    ) -> None:
+        """One batch of both models' outputs; `measured`: what SQNR and cosine compare in their place
+        (the logits before a final Softmax, `logits.MeasuredOutputs.split`), else the outputs."""
         count = len(original[0]) if original and original[0].ndim else 0
-        pairs = self._comparable(original, optimized)
+        pairs = self._comparable(*(measured or (original, optimized)))
         for role, outputs in (("original", original), ("optimized", optimized)):
             if not all(np.isfinite(o).all() for o in outputs if np.issubdtype(o.dtype, np.inexact)):
                 self.nonfinite.add(role)
@@ -125,6 +134,7 @@ class OutputComparison:
         self.mismatches |= other.mismatches
         self.output_counts = self.output_counts or other.output_counts
         self.nonfinite |= other.nonfinite
+        self.measured_on = other.measured_on
 
     def agreement(self) -> float | None:
         return self.agreeing / self.samples if self.classifier and self.samples else None

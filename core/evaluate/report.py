@@ -10,10 +10,9 @@ from typing import Any
 from slimscope.core.evaluate.footprint import Footprint
 from slimscope.core.evaluate.latency import LatencyStats
 from slimscope.core.evaluate.per_layer import LayerError
+from slimscope.core.evaluate.quality_warnings import megabytes
 
 ROLES = ("original", "optimized")
-SLOWER_RATIO = 1.05  # below this, interleaved timings of two models are within measurement noise
-ACCURACY_DROP = 0.01  # a drop of more than one point is worth a warning
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,9 @@ class EvalReport:
     nonzero_params: dict[str, int]
     macs: dict[str, int | None] | None  # as given by the caller
     layers: tuple[LayerError, ...]
-    warnings: tuple[str, ...]
+    warnings: tuple[str, ...]  # quality_warnings.judge's sentences, then notes on outputs and layers
+    sqnr_on: str = "the outputs"  # or "the logits before Softmax" (see logits.py)
+    flagged: frozenset[str] = frozenset()  # rows past a warning threshold: "agreement", "sqnr_db", ...
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (strict JSON: infinities become the strings "inf"/"-inf", NaN becomes None)."""
@@ -66,6 +67,7 @@ class EvalReport:
             "accuracy": self.accuracy,
             "agreement": self.agreement,
             "sqnr_db": self.sqnr_db,
+            "sqnr_on": self.sqnr_on,
             "cosine": self.cosine,
             "latency_ms": headline,
             "latency": latency,  # every thread count measured, with p90
@@ -89,18 +91,10 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.2f} MB" if size >= 10_000 else f"{size} bytes"
-
-
 def footprint_warnings(footprints: Mapping[str, Footprint]) -> list[str]:
+    """Zeroed weights that did not make the file smaller (a larger file is `quality_warnings.judge`'s)."""
     original, optimized = footprints["original"], footprints["optimized"]
     found = []
-    if optimized.size_bytes > original.size_bytes:
-        found.append(
-            f"The optimized model is LARGER on disk than the original "
-            f"({_megabytes(optimized.size_bytes)} vs {_megabytes(original.size_bytes)})."
-        )
     fewer = 1 - optimized.nonzero_params / original.nonzero_params if original.nonzero_params else 0.0
     if optimized.gzip_bytes is None or original.gzip_bytes is None:
         return found
@@ -108,32 +102,9 @@ def footprint_warnings(footprints: Mapping[str, Footprint]) -> list[str]:
         found.append(
             f"The optimized model has {fewer:.0%} fewer non-zero weights but its file is not smaller: "
             "onnxruntime stores and runs zeros like any other weight, so only the gzip-compressed "
-            f"size shrinks ({_megabytes(optimized.gzip_bytes)} vs {_megabytes(original.gzip_bytes)})."
+            f"size shrinks ({megabytes(optimized.gzip_bytes)} vs {megabytes(original.gzip_bytes)})."
         )
     return found
-
-
-def latency_warnings(rows: tuple[LatencyComparison, ...] | None) -> list[str]:
-    found = []
-    for row in rows or ():
-        slower = row.optimized.median_ms / row.original.median_ms if row.original.median_ms else 0.0
-        if slower > SLOWER_RATIO:
-            threads = f"{row.threads} thread{'s' if row.threads != 1 else ''}"
-            found.append(
-                f"The optimized model is {slower:.2f}x SLOWER than the original at {threads} "
-                f"(median {row.optimized.median_ms:.3g} ms vs {row.original.median_ms:.3g} ms)."
-            )
-    return found
-
-
-def accuracy_warnings(accuracy: Mapping[str, float] | None) -> list[str]:
-    if accuracy is None or accuracy["original"] - accuracy["optimized"] <= ACCURACY_DROP:
-        return []
-    drop = 100 * (accuracy["original"] - accuracy["optimized"])
-    return [
-        f"The optimized model's accuracy is {drop:.1f} points LOWER than the original's "
-        f"({accuracy['optimized']:.1%} vs {accuracy['original']:.1%})."
-    ]
 
 
 def layer_warnings(layers: tuple[LayerError, ...]) -> list[str]:

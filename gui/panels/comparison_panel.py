@@ -10,12 +10,14 @@ from PySide6.QtWidgets import QHeaderView, QLabel, QTableWidget, QTableWidgetIte
 
 from slimscope.core.comparison import Comparison
 from slimscope.core.evaluate import RunningMetrics
+from slimscope.core.evaluate.quality_warnings import decibels_text, percent_text
 from slimscope.core.evaluate.report import EvalReport
 from slimscope.core.inspection_table import human_count
 from slimscope.core.session import Session
 from slimscope.core.train.finetune import FinetuneResult
 from slimscope.gui.theme import set_status_colour
 
+SQNR_TOOLTIP = "Signal-to-quantization-noise ratio of {}: higher is closer to the original"
 ROWS = ("accuracy", "agreement", "sqnr_db", "latency_ms", "size_bytes", "gzip_bytes", "nonzero_params")
 ROW_TITLES = {"accuracy": "top-1 accuracy", "agreement": "top-1 agreement", "sqnr_db": "output SQNR",
               "latency_ms": "latency", "size_bytes": "file size", "gzip_bytes": "gzip size",
@@ -23,7 +25,7 @@ ROW_TITLES = {"accuracy": "top-1 accuracy", "agreement": "top-1 agreement", "sqn
 ROW_TOOLTIPS = {
     "accuracy": "Share of samples whose top class is the label (labelled data only)",
     "agreement": "Share of samples where the optimized model's top class equals the original's",
-    "sqnr_db": "Signal-to-quantization-noise ratio of the outputs: higher is closer to the original",
+    "sqnr_db": SQNR_TOOLTIP.format("the outputs"),
     "latency_ms": "Median time of one batch-1 inference in onnxruntime on one CPU thread, both models timed "
     "interleaved; change is the speed-up",
     "size_bytes": "The ONNX file's size",
@@ -38,14 +40,9 @@ RETRAINED_TOOLTIP = (
 )
 
 
-def percent(value: float | None) -> str:
-    return "" if value is None else f"{value:.1%}"
-
-
-def decibels(value: float | None) -> str:
-    if value is None:
-        return ""
-    return "identical" if math.isinf(value) else f"{value:.1f} dB"
+percent = percent_text  # agreement and SQNR read as in the command line's summary
+decibels = decibels_text
+WARNING_SIGN = "⚠"
 
 
 def kilobytes(value: int | None) -> str:
@@ -93,6 +90,9 @@ def report_cells(report: EvalReport) -> dict[str, tuple[str, str, str]]:
         values = getattr(report, key)
         before, after = values["original"], values["optimized"]
         cells[key] = (show(before), show(after), ratio_change(before, after))
+    for key in report.flagged & cells.keys():  # past a threshold of quality_warnings.judge
+        before, after, change = cells[key]
+        cells[key] = (before, after, f"{WARNING_SIGN} {change}".rstrip())
     return cells
 
 
@@ -141,11 +141,18 @@ class ComparisonPanel(QWidget):
             self.status.setText("No comparison yet.")
             self.warnings.clear()
             return
+        self._name_sqnr(result.report.sqnr_on)
         timed = "" if result.report.latency_ms else "; timing latency…"
         self.status.setText(f"Compared on {result.report.samples} samples{timed}")
         lines = [*result.optimized.warnings, *result.report.warnings]
         self.warnings.setText("\n".join(f"⚠ {line}" for line in lines))
         self.warnings.setToolTip("\n".join(result.optimized.notes))  # what optimizing did, in words
+
+    def _name_sqnr(self, measured_on: str) -> None:
+        """The SQNR row says what it measured: the outputs, or the logits before a final Softmax."""
+        header = self.table.verticalHeaderItem(ROWS.index("sqnr_db"))
+        header.setText(ROW_TITLES["sqnr_db"] if measured_on == "the outputs" else "logit SQNR")
+        header.setToolTip(SQNR_TOOLTIP.format(measured_on))
 
     def show_retrained(self, result: FinetuneResult | None) -> None:
         """The retrained accuracy of the current recipe, when there is one (hidden otherwise)."""

@@ -24,6 +24,7 @@ import pytest
 from slimscope.core.cli import main
 from slimscope.core.layers import find_layers
 from slimscope.core.recipe import default_recipe, dumps_recipe, load_recipe, loads_recipe
+from slimscope.core.recipe_presets import preset_recipe
 from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL
 
 CLASSIFIER = "/classifier/Gemm"
@@ -73,7 +74,7 @@ def workspace(tmp_path_factory) -> Workspace:
         np.savez(data / "test200.npz", x=test["x"][:200], y=test["y"][:200])
         np.savez(data / "calib64.npz", x=calib["x"][:64])
     np.savez(data / "rgb32.npz", x=np.zeros((8, 3, 32, 32), np.float32))
-    recipe = default_recipe().with_layer(CLASSIFIER, prune=None)
+    recipe = preset_recipe("sparse-50").with_layer(CLASSIFIER, prune=None)
     (data / "recipe.json").write_text(dumps_recipe(recipe))
     (data / "prune.json").write_text(dumps_recipe(recipe.with_defaults(quantize=None)))
     return Workspace(

@@ -24,7 +24,7 @@ from slimscope.core.evaluate import (
     layer_tensors,
     measure_latency,
 )
-from slimscope.core.evaluate.report import latency_warnings
+from slimscope.core.evaluate.quality_warnings import judge
 from slimscope.core.loading import load_model
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
@@ -96,7 +96,7 @@ def test_model_against_itself(demo_model, demo_data) -> None:
     as_json = json.loads(json.dumps(report.to_dict(), allow_nan=False))  # strict JSON
     assert as_json["sqnr_db"] == "inf" and as_json["accuracy"]["original"] == report.accuracy["original"]
     expected_keys = {"samples", "accuracy", "agreement", "sqnr_db", "cosine", "latency_ms", "size_bytes"}
-    expected_keys |= {"gzip_bytes", "nonzero_params", "macs", "layers", "warnings", "latency"}
+    expected_keys |= {"gzip_bytes", "nonzero_params", "macs", "layers", "warnings", "latency", "sqnr_on"}
     assert set(as_json) == expected_keys
 
 
@@ -269,9 +269,11 @@ def test_report_latency_and_larger_model_warning(demo_model, demo_data) -> None:
 
 def test_slower_warning_says_so_plainly() -> None:
     fast, slow = LatencyStats(1.0, 1.2, 1, 50), LatencyStats(1.3, 1.5, 1, 50)
-    [warning] = latency_warnings((LatencyComparison(1, fast, slow),))
+    verdict = judge(latency=(LatencyComparison(1, fast, slow),))
+    [warning] = verdict.warnings
     assert warning.startswith("The optimized model is 1.30x SLOWER than the original at 1 thread")
-    assert latency_warnings((LatencyComparison(4, fast, fast),)) == []
+    assert "Try the int8 preset" in warning and verdict.flagged == {"latency_ms"}
+    assert judge(latency=(LatencyComparison(4, fast, fast),)).warnings == ()
 
 
 def test_unstructured_zeros_warning(demo_model, demo_data) -> None:

@@ -20,6 +20,7 @@ from slimscope.core.layers import find_layers
 from slimscope.core.loading import load_model
 from slimscope.core.optimize import OptimizeCache, iter_optimize
 from slimscope.core.recipe import default_recipe, parse_recipe
+from slimscope.core.recipe_presets import preset_recipe
 from slimscope.core.tasks import run_sync
 from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL
 
@@ -73,7 +74,7 @@ def demo():
 
 @pytest.fixture(scope="module")
 def int8_recipe():
-    recipe = default_recipe().with_layer(FLOAT_LAYER, quantize=None)
+    recipe = preset_recipe("sparse-50").with_layer(FLOAT_LAYER, quantize=None)
     assert recipe.defaults.prune.scope == "global" and recipe.defaults.prune.sparsity == 0.5
     assert recipe.defaults.quantize.weight_bits == 8
     return recipe

@@ -298,7 +298,8 @@ def test_template_lists_every_layer_with_an_inheriting_entry() -> None:
     assert data["layers"] == {"conv1": {}, "layer1.0.conv1": {}, "fc": {}}
     assert list(data["layers"]) == ["conv1", "layer1.0.conv1", "fc"]
     assert data["defaults"]["quantize"] == EXAMPLE["defaults"]["quantize"]
-    assert data["defaults"]["prune"] == {"structure": "unstructured", "sparsity": 0.5, "scope": "global"}
+    assert data["defaults"]["prune"] is None  # quantization only: pruning is asked for (a preset, an edit)
+    assert "ptq" not in data
     assert all(recipe.settings_for(name) == recipe.defaults for name in names)
     assert loads_recipe(dumps_recipe(recipe)) == recipe
     assert isinstance(recipe, Recipe) and recipe.unknown_layers(names) == []
