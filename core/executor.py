@@ -203,7 +203,8 @@ class RayExecutor:
             _connect(self._ray, address)
             self._owns_ray = True
         cpus = int(self._ray.cluster_resources().get("CPU", 1))
-        self.workers = max(1, workers or cpus)
+        # An actor needs a CPU of its own: more actors than the cluster's CPUs would wait forever.
+        self.workers = max(1, min(workers or cpus, cpus))
         self._actors: list[Any] = []
         self._context: WorkerContext | None = None
 
