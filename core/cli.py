@@ -106,11 +106,16 @@ def _not_negative(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from slimscope.core.user_files import absolute_arguments, noticed_interrupts, private_working_directory
+
+    absolute_arguments(args)  # the command (and the window) then works in a private folder of its own
     args.worker = CommandWorker(getattr(args, "memory_limit", None), getattr(args, "time_limit", None), _run)
     try:
-        if args.verb is None:
-            return _show_demo(args.worker)
-        return _VERBS[args.verb](args)
+        with private_working_directory(), noticed_interrupts() as noticed:
+            code = _show_demo(args.worker) if args.verb is None else _VERBS[args.verb](args)
+        if noticed:  # a Ctrl-C that a library swallowed (Python drops one raised in a finalizer)
+            raise KeyboardInterrupt
+        return code
     except SlimscopeError as exc:
         if args.debug:
             raise
@@ -257,6 +262,9 @@ def _recipe(args: argparse.Namespace) -> int:
     report = args.worker.open(args.model, trust=args.trust, input_shapes=_shapes(args))
     recipe = preset_recipe(preset, [layer.name for layer in report.layers])
     if args.output:
+        from slimscope.core.user_files import CommandFiles
+
+        CommandFiles().reads_model(report.loaded).destination(args.output, "the recipe")
         save_recipe(recipe, args.output)
     else:
         sys.stdout.write(dumps_recipe(recipe) + "\n")

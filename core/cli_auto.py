@@ -33,16 +33,17 @@ def add_auto_arguments(verbs, model_arguments) -> None:
 def run_auto(args: argparse.Namespace, run, load) -> int:
     from slimscope.core.auto_recipe import iter_auto_recipe
     from slimscope.core.cli_sensitivity import _dataset
-    from slimscope.core.export import refuse_protected
     from slimscope.core.recipe import default_recipe, save_recipe
+    from slimscope.core.user_files import CommandFiles
 
     if not 0 <= args.max_drop < 100:
         raise RecipeError("--max-drop is in percentage points, from 0 to below 100.")
     if args.samples < 1:
         raise RecipeError("--samples must be at least 1.")
     loaded = load(args)
-    if args.output:  # the recipe never goes over the model or its weights
-        refuse_protected(Path(args.output), [loaded.source, *loaded.external_files])
+    if args.output:  # the recipe never goes over what the command reads
+        files = CommandFiles().reads_model(loaded).reads(args.data, "the evaluation data")
+        files.reads(args.calib, "the calibration data").destination(args.output, "the recipe")
     preprocess = default_recipe().data.get("preprocess")
     data = _dataset(args.data, preprocess, run, args.worker).head(args.samples)
     calib = _dataset(args.calib, preprocess, run, args.worker) if args.calib else None

@@ -36,18 +36,21 @@ def add_finetune_arguments(verbs, model_arguments) -> None:
 
 
 def run_finetune(args: argparse.Namespace, run, load) -> int:
-    from slimscope.core.cli_optimize import check_destination
     from slimscope.core.errors import TrainingError
     from slimscope.core.export import export_model
     from slimscope.core.recipe import load_recipe
     from slimscope.core.train.finetune import iter_finetune
     from slimscope.core.train.train_data import open_training_data
+    from slimscope.core.user_files import CommandFiles
 
     if args.resume and args.checkpoints is None:
         raise TrainingError("--resume needs --checkpoints DIR, the folder the interrupted run wrote to.")
     loaded = load(args)
     protected = [loaded.source, *loaded.external_files]
-    check_destination(args.output, protected)
+    files = (CommandFiles().reads_model(loaded, "the model being retrained").reads(args.recipe, "the recipe")
+             .reads(args.train, "the training data").reads(args.val, "the validation data")
+             .reads(args.calib, "the calibration data").reads_checkpoints(args.checkpoints))  # fmt: skip
+    files.destination(args.output, "the retrained model", model=True)
     recipe = load_recipe(args.recipe)
     spec = recipe.training
     preprocess = recipe.data.get("preprocess")

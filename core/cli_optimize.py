@@ -49,13 +49,16 @@ def run_optimize(args: argparse.Namespace, run: Runner, worker) -> int:
     from slimscope.core.export import write_json
     from slimscope.core.loading.input_shapes import parse_input_shapes
     from slimscope.core.recipe import load_recipe
+    from slimscope.core.user_files import CommandFiles
 
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
     loaded = worker.load(args.model, trust=args.trust, input_shapes=shapes)
     protected = [loaded.source, *loaded.external_files]
-    check_destination(args.output, protected)  # before the work, not after it
+    files = (CommandFiles().reads_model(loaded, "the model being optimized").reads(args.recipe, "the recipe")
+             .reads(args.calib, "the calibration data").reads(args.eval, "the evaluation data"))  # fmt: skip
+    files.destination(args.output, "the optimized model", model=True)  # before the work, not after it
     if args.report:
-        check_destination(args.report, [*protected, args.output])
+        files.destination(args.report, "the report")
     recipe = load_recipe(args.recipe)
     calib_path = args.calib or args.eval
     calib = _dataset(calib_path, recipe, loaded.model, worker) if calib_path else None
@@ -129,16 +132,6 @@ def _export_with_report(model, output: Path, protected: list[Path], recipe, repo
     # gzip can flip by a byte between two digit strings forever: the file keeps the report it embeds,
     # whose sizes are then within a few bytes of the truth.
     write()
-
-
-def check_destination(path: Path, protected: list[Path]) -> None:
-    """Refuse, before any work, a destination that would overwrite an input or cannot be written."""
-    from slimscope.core.errors import ExportError
-    from slimscope.core.export import refuse_protected
-
-    refuse_protected(path, protected)
-    if not path.expanduser().parent.is_dir():
-        raise ExportError(f"The folder '{path.expanduser().parent}' does not exist.")
 
 
 def run_evaluate(args: argparse.Namespace, run: Runner, worker) -> int:

@@ -67,6 +67,9 @@ def _init_worker(context: WorkerContext | None) -> None:
     """Pool initializer. A failing setup is kept and raised by each call: an initializer that raises
     breaks the whole pool with a message that does not say why."""
     global _worker_state, _worker_error
+    from slimscope.core.user_files import enter_private_working_directory
+
+    enter_private_working_directory()  # onnxruntime saves files where it stands (core/user_files.py)
     if context is None:
         return
     try:
@@ -78,7 +81,12 @@ def _init_worker(context: WorkerContext | None) -> None:
 def _call_in_worker(fn: Callable[..., Any], item: Any) -> Any:
     if _worker_error is not None:
         raise _worker_error
-    return fn(item) if _worker_state is _NO_STATE else fn(_worker_state, item)
+    from slimscope.core.user_files import clear_private_working_directory
+
+    try:
+        return fn(item) if _worker_state is _NO_STATE else fn(_worker_state, item)
+    finally:
+        clear_private_working_directory()
 
 
 class LocalExecutor:

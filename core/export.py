@@ -25,6 +25,7 @@ from onnx.external_data_helper import set_external_data
 
 from slimscope.core.errors import ExportError
 from slimscope.core.loading.onnx_checks import tensor_nbytes
+from slimscope.core.user_files import FileRead, deferred_interrupts, refuse_overlap, regular_destination
 
 # The largest model written as one file: protobuf refuses to serialize a message of 2 GiB or more.
 SINGLE_FILE_LIMIT = 2**31 - 1
@@ -50,6 +51,10 @@ def export_model(
     """
     path = Path(target).expanduser()
     refuse_protected(path, protected)
+    written = regular_destination(path)  # a symbolic link's target is replaced, the link kept
+    if written != path:
+        refuse_protected(written, protected)  # its weights file would go beside the target
+    path = written
     if not path.parent.is_dir():
         raise ExportError(f"The folder '{path.parent}' does not exist.")
     copy = onnx.ModelProto()
@@ -100,7 +105,15 @@ def write_json(data: dict, target: str | os.PathLike) -> Path:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, and rename it over `path`."""
+    """Write `data` to a temporary file beside `path`, flush it to disk, and rename it over `path` (the
+    target of a symbolic link to a regular file; other kinds of files are refused). Ctrl-C waits for the
+    rename: the previous file or the whole new one, never a temporary, is what remains."""
+    path = regular_destination(path)
+    with deferred_interrupts():
+        _write_atomically(path, data)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     temp_name = None
     try:
         mode = _mode_for(path)
@@ -132,32 +145,13 @@ def cannot_write_message(path: Path, exc: OSError) -> str:
 
 def refuse_protected(path: Path, protected: Iterable[Path]) -> None:
     """Raise ExportError when `path`, or the external data file it would get, is (a link to) one of
-    `protected`."""
-    protected = list(protected)
-    source = _same_as_any(path, protected)
-    if source is not None:
-        raise ExportError(
-            f"'{path}' would overwrite '{source}', which this command reads (the model being optimized, "
-            "its data, or the exported model); choose another file name."
-        )
-    data_path = external_data_path(Path(path))
-    source = _same_as_any(data_path, protected)
-    if source is not None:
-        raise ExportError(
-            f"'{path}' would overwrite '{source}' with its weights file '{data_path.name}', and this command "
-            "reads that file (the model being optimized or its data); choose another file name."
-        )
-
-
-def _same_as_any(path: Path, protected: list[Path]) -> Path | None:
-    real = os.path.realpath(path)
-    for source in protected:
-        same = os.path.realpath(source) == real
-        if not same and os.path.exists(path) and os.path.exists(source):
-            same = os.path.samefile(path, source)  # hard links, and case-insensitive file systems
-        if same:
-            return Path(source)
-    return None
+    `protected` (core/user_files.py checks a command's destinations against everything it reads)."""
+    protected = [Path(source) for source in protected]
+    refuse_overlap(Path(path), [FileRead(p, "the model being optimized, its data, or the exported model")
+                                for p in protected])  # fmt: skip
+    refuse_overlap(external_data_path(Path(path)),
+                   [FileRead(p, "the model being optimized or its data") for p in protected],
+                   weights_of=Path(path))  # fmt: skip
 
 
 def _write_with_external_data(model: onnx.ModelProto, path: Path) -> None:
@@ -168,6 +162,7 @@ def _write_with_external_data(model: onnx.ModelProto, path: Path) -> None:
     Should the model's rename fail, the previous data file comes back, so the previous pair still agrees.
     """
     data_path = external_data_path(path)
+    regular_destination(data_path)  # refuses a device, pipe or folder of that name
     folder = None
     try:
         folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part"))
@@ -177,7 +172,11 @@ def _write_with_external_data(model: onnx.ModelProto, path: Path) -> None:
             _fsync(written)
             os.chmod(written, _mode_for(final))
         _check(str(temp_model))
-        _replace_pair(folder, (temp_data, data_path), (temp_model, path))
+        with deferred_interrupts():  # Ctrl-C waits from the first rename until the temporaries are gone
+            try:
+                _replace_pair(folder, (temp_data, data_path), (temp_model, path))
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
     except OSError as exc:
         raise ExportError(cannot_write_message(path, exc)) from exc
     finally:

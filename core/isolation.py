@@ -60,7 +60,8 @@ DEFAULT_MEMORY_LIMIT = default_memory_limit()
 
 def prepare_child(memory_limit: int | None, temp_dir: str) -> None:
     """In a worker process before its first job: lower priority, limits, a private temporary folder
-    (removed by the parent with the process, whatever a crash left there), and no life beyond the parent's."""
+    (removed by the parent with the process, whatever a crash left there) that is also its working folder,
+    and no life beyond the parent's."""
     # Background work yields the CPU to the window: on a 2-core machine the window's thread otherwise waits
     # for a core while the worker runs. (Not on every platform: then it just runs at normal priority.)
     with contextlib.suppress(AttributeError, OSError):
@@ -69,6 +70,13 @@ def prepare_child(memory_limit: int | None, temp_dir: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     apply_limits(memory_limit)
     tempfile.tempdir = os.environ["TMPDIR"] = temp_dir  # for it and for the processes it starts
+    # onnxruntime saves files into the working folder, following links there (core/user_files.py): the
+    # child works in a folder of its own inside its temporary one, emptied after every job.
+    from slimscope.core.user_files import enter_private_working_directory
+
+    working = os.path.join(temp_dir, "cwd")
+    os.makedirs(working, exist_ok=True)
+    enter_private_working_directory(working)
     parent = multiprocessing.parent_process()
     if parent is not None:  # a parent killed outright cannot end a child hanging in a native call
         threading.Thread(target=_exit_with, args=(parent.sentinel,), name="parent-watch", daemon=True).start()

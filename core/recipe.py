@@ -341,9 +341,17 @@ def dumps_recipe(recipe: Recipe) -> str:
 
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
-    """Write the recipe atomically: a temporary file in the same folder, then os.replace."""
-    target = Path(path)
+    """Write the recipe atomically: a temporary file in the same folder, then os.replace. Only a regular
+    file is written (a link's target; see core/user_files.py), and Ctrl-C waits for the rename."""
+    from slimscope.core.user_files import deferred_interrupts, regular_destination
+
+    target = regular_destination(Path(path))
     text = dumps_recipe(recipe)
+    with deferred_interrupts():
+        _write_recipe_text(target, text, path)
+
+
+def _write_recipe_text(target: Path, text: str, path: str | os.PathLike[str]) -> None:
     temp_name: str | None = None
     try:
         mode = target.stat().st_mode & 0o777 if target.exists() else 0o644

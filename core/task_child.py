@@ -25,6 +25,7 @@ import onnx
 from slimscope.core.errors import OptimizeError, SlimscopeError
 from slimscope.core.isolation import is_out_of_memory, prepare_child
 from slimscope.core.tasks import Task
+from slimscope.core.user_files import clear_private_working_directory
 from slimscope.core.worker_jobs import JOBS, ChildState, set_model
 
 _COUNT = struct.Struct("!I")
@@ -142,6 +143,8 @@ def _run_job(
         return True
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent as the job's error
         error = _error_for_parent(exc, settings.echo_tracebacks)
+    finally:
+        clear_private_working_directory()  # what onnxruntime left in the working folder (model copies)
     # Replying out of the handler: after running out of memory, what the job held has been released.
     _reply(conn, ("error", job_id, error))
     return True

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
+from pathlib import PurePath
 from typing import Any
 
 from slimscope.core.errors import CancelledError, OptimizeError, SlimscopeError, WorkerCrashError
@@ -40,6 +41,7 @@ from slimscope.core.isolation import (
 from slimscope.core.model import LoadedModel
 from slimscope.core.task_child import ChildSettings, child_main, receive_message, send_message
 from slimscope.core.tasks import Task
+from slimscope.core.user_files import absolute
 from slimscope.core.worker_jobs import JOBS
 
 _POLL_S = 0.05  # how often a waiting task checks that the child is still alive
@@ -117,6 +119,8 @@ class TaskProcess:
         `activity` names what the job does in error sentences (default: by the job's name)."""
         if job not in JOBS and ":" not in job:
             raise ValueError(f"unknown job {job!r}")
+        # The child works in a private folder (core/user_files.py): a relative path means the same file there.
+        args = tuple(absolute(arg) if isinstance(arg, PurePath) else arg for arg in args)
         limit = (self.time_limits.get(job) if timeout is None else timeout) or None
         doing = activity or activity_for(job, args)
         job_id = next(self._ids)

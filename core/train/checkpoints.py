@@ -36,10 +36,17 @@ def checkpoint_path(folder: Path, key: str) -> Path:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` through a temporary file in the same folder, then rename over it
-    (call `check_target` once first)."""
-    import torch
+    (call `check_target` once first). Ctrl-C waits for the rename (core/user_files.py)."""
+    from slimscope.core.user_files import deferred_interrupts
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    with deferred_interrupts():
+        _save_checkpoint(path, state)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    import torch
+
     temp_name = None
     try:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as temp:
