@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slimscope.core.inspection import ModelReport
+from slimscope.core.loading.input_shapes import guess_input_shapes, leaves_size_open
 
 _NAME_WIDTH = 48
 
@@ -16,6 +17,9 @@ def format_report(report: ModelReport) -> str:
     ]
     if report.shape_used and any(report.shape_used[k] != v for k, v in loaded.input_shapes.items()):
         lines.append(f"MACs for: {', '.join(f'{k} {_dims(v)}' for k, v in report.shape_used.items())}")
+    if report.macs is None and leaves_size_open(loaded.input_shapes):
+        guess = ",".join(_dims(shape) for shape in guess_input_shapes(loaded.input_shapes).values())
+        lines.append(f"MACs need an input size: the model leaves it open; give one, e.g. --input-shape {guess}")
     lines += [f"note: {note}" for note in loaded.notes]
     lines.append("")
     rows = [("layer", "op", "weight shape", "params", "MACs", "sparsity", "range")]

@@ -29,6 +29,7 @@ from numpy.lib import format as npy_format
 
 from slimscope.core.data.dataset import Dataset
 from slimscope.core.data.fit import fit_to_model
+from slimscope.core.data.limits import check_expansion, refuse_special_file
 from slimscope.core.data.preprocess import PreprocessSpec, images_to_input, resize_array_images
 from slimscope.core.data.readers import data_kind
 from slimscope.core.errors import DatasetError
@@ -38,7 +39,7 @@ from slimscope.core.train.train_spec import AugmentSettings
 # Private helpers of the evaluation readers, imported so that training data is listed, checked and
 # decoded by exactly the same rules and messages (those modules are not ours to change).
 from slimscope.core.data.image_folder import _list_images, _read  # isort: skip
-from slimscope.core.data.npz_reader import _as_nhwc, _labels, _reason  # isort: skip
+from slimscope.core.data.npz_reader import _as_nhwc, _check_y, _labels, _read_member, _reason  # isort: skip
 
 __all__ = ["TrainingData", "open_training_data"]
 
@@ -378,6 +379,7 @@ _Opened = tuple[_Reader, np.ndarray, "tuple[str, ...] | None", str]
 
 
 def _open_npz(path: Path, spec: PreprocessSpec) -> _Opened:
+    refuse_special_file(path, "data")  # a pipe would block the read forever
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -389,14 +391,14 @@ def _open_npz(path: Path, spec: PreprocessSpec) -> _Opened:
                     f"Retraining needs labels: '{path.name}' has no array 'y' of class indices."
                 )
             info = archive.getinfo("x.npy")
+            check_expansion(info.file_size, info.compress_size, "x", path)  # streamed, but every epoch
             with archive.open(info) as member:
                 dtype, shape = _read_npy_header(member, path)
                 header_size = member.tell()
+            y = _read_member(archive, "y.npy", path, None, lambda dtype, shape: _check_y(dtype, shape, path))
         data_offset = None
         if info.compress_type == zipfile.ZIP_STORED:
             data_offset = _member_data_offset(path, info) + header_size
-        with np.load(path, allow_pickle=False) as loaded:  # never unpickle: a data file must not run code
-            y = loaded["y"]
     except DatasetError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

@@ -167,3 +167,15 @@ def test_cli_optimize_counts_macs_at_the_datas_size(model_path, tmp_path, capsys
     assert report["macs"]["original"] == conv_macs(24, 40) + GEMM_MACS
     assert report["macs"]["optimized"] == conv_macs(24, 40) + GEMM_MACS
     assert input_dims(onnx.load(out)) == ["N", 3, "H", "W"]
+
+
+def test_inspect_says_how_to_give_a_size(model_path, capsys):
+    assert main(["inspect", str(model_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "MACs need an input size: the model leaves it open; give one, e.g. --input-shape 1x3x224x224" in out
+    )
+    assert "unknown (give --input-shape) MACs per inference" in out
+    assert main(["inspect", str(model_path), "--input-shape", "1x3x48x192"]) == 0
+    out = capsys.readouterr().out
+    assert "MACs need an input size" not in out and "unknown" not in out

@@ -81,8 +81,8 @@ def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
     return stream.getvalue()
 
 
-def write_zip_bomb(path: Path, declared_mib: int) -> None:
-    """An .npz whose 'x.npy' inflates to `declared_mib` MiB of uint8 zeros from ~1/1000 of that: a valid
+def write_zip_bomb(path: Path, declared_mib: int, member: str = "x.npy") -> None:
+    """An .npz whose `member` inflates to `declared_mib` MiB of uint8 zeros from ~1/1000 of that: a valid
     zip (right CRC and sizes), built from one deflated 64 MiB block repeated, so it takes a second."""
     chunk_mib = 64
     assert declared_mib % chunk_mib == 0
@@ -98,7 +98,7 @@ def write_zip_bomb(path: Path, declared_mib: int) -> None:
         crc = zlib.crc32(zeros, crc)
     size = len(header) + (declared_mib << 20)
     assert size < 2**32  # no zip64 needed
-    name = b"x.npy"
+    name = member.encode()
     local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(data), size, len(name), 0)
     central = struct.pack(
         "<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 8, 0, 0x21, crc, len(data), size, len(name), 0, 0, 0, 0, 0, 0
@@ -274,6 +274,38 @@ def test_a_fifo_given_as_data_is_refused_without_blocking(tmp_path):
     with pytest.raises(DatasetError) as caught:
         in_thread(lambda: load_dataset(fifo), timeout=10)
     assert str(caught.value) == f"Data '{fifo}' is not a regular file (a pipe, device or socket)."
+
+
+def test_a_fifo_given_as_training_data_is_refused_without_blocking(tmp_path):
+    import onnx
+
+    from slimscope.core.train.train_data import open_training_data
+
+    fifo = tmp_path / "train.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(DatasetError) as caught:
+        in_thread(lambda: open_training_data(fifo, None, onnx.load(DEMO_MODEL)), timeout=10)
+    assert str(caught.value) == f"Data '{fifo}' is not a regular file (a pipe, device or socket)."
+
+
+def test_a_zip_bomb_given_as_training_labels_is_refused(tmp_path):
+    import zipfile
+
+    import onnx
+
+    from slimscope.core.train.train_data import open_training_data
+
+    bomb = tmp_path / "train.npz"
+    write_zip_bomb(bomb, 1024, "y.npy")
+    x = io.BytesIO()
+    np.save(x, np.zeros((10, 1, 28, 28), np.float32))
+    with zipfile.ZipFile(bomb, "a") as archive:  # a real x beside the labels' bomb
+        archive.writestr("x.npy", x.getvalue())
+    refused(
+        lambda: open_training_data(bomb, None, onnx.load(DEMO_MODEL)),
+        DatasetError,
+        "Array 'y' in 'train.npz' would expand from",
+    )
 
 
 def test_a_fifo_given_as_recipe_is_refused_without_blocking(tmp_path):
