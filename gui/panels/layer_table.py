@@ -86,6 +86,11 @@ def macs_cell(layer: Layer) -> tuple[str, int]:
     return ("?", -1) if layer.macs is None else (human_count(layer.macs), layer.macs)
 
 
+def _macs_for(report: ModelReport) -> str:
+    sizes = ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in (report.shape_used or {}).items())
+    return f"Counted for {sizes}" if sizes else ""
+
+
 def settings_text(settings: LayerSettings) -> str:
     """Short: "50% · int8", "2:4 · int4", "40% ch", "none"."""
     parts = []
@@ -179,12 +184,14 @@ class LayerTableModel(QAbstractTableModel):
         self._tooltips: dict[tuple[int, int], str] = {}  # (row, column) → tooltip when not the text
         self._backgrounds: dict[tuple[int, int], QColor] = {}  # (row, column) → background
         self._own_settings: set[int] = set()  # rows whose recipe entry overrides the defaults
+        self._macs_for = ""  # the input size MACs are counted at, for the column's tooltip
 
     def set_report(self, report: ModelReport) -> None:
         """A new model: its layers, with no settings or errors until they are given."""
         self.beginResetModel()
         self._rows = [_cells(layer, report.stats.get(layer.name)) for layer in report.layers]
         self._names = [layer.name for layer in report.layers]
+        self._macs_for = _macs_for(report)
         self._tooltips.clear()
         self._backgrounds.clear()
         self._own_settings.clear()
@@ -195,6 +202,7 @@ class LayerTableModel(QAbstractTableModel):
         macs = {layer.name: macs_cell(layer) for layer in report.layers}
         for row, name in enumerate(self._names):
             self._set_cell(row, MACS_COLUMN, macs.get(name, ("?", -1)), None)
+        self._macs_for = _macs_for(report)
         self._column_changed(MACS_COLUMN)
 
     def set_recipe(self, recipe: Recipe | None) -> None:
@@ -286,7 +294,8 @@ class LayerTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
         if role == Qt.ItemDataRole.ToolTipRole:
-            return HEADER_TOOLTIPS[COLUMNS[section]]
+            note = f"\n{self._macs_for}" if section == MACS_COLUMN and self._macs_for else ""
+            return HEADER_TOOLTIPS[COLUMNS[section]] + note
         return None
 
 

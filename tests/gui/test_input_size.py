@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from PySide6.QtCore import Qt
 
 from slimscope.core.errors import InputShapeError
 from slimscope.core.inspection_table import human_count
@@ -102,6 +103,10 @@ def test_a_given_size_fills_the_macs_and_is_remembered_per_model(
     total = human_count(conv_macs(48, 192) + CHANNELS * CLASSES)
     assert f"{total} in all" in window.overview.summary.text()  # the Model tab's chart too
     assert "1×3×48×192" in window.statusBar().currentMessage()
+    header = window.layer_table.model.headerData(
+        MACS_COLUMN, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole
+    )
+    assert header.endswith("Counted for x 1×3×48×192")
     assert settings.input_size(free_paths[0]) == [(1, 3, 48, 192)]
     assert window.session.recipe is not None and window.undo_stack.count() == 0  # not a recipe edit
 
