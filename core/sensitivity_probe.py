@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from slimscope.core.errors import RecipeError
+from slimscope.core.errors import (
+    CancelledError,
+    OptimizeError,
+    QuantizationError,
+    RecipeError,
+    WorkerCrashError,
+)
 from slimscope.core.evaluate.metrics import OutputComparison
 from slimscope.core.evaluate.sessions import batch_step, batches, create_runner
 from slimscope.core.model import LoadedModel
@@ -167,7 +173,14 @@ def run_probe(state: ProbeState, task: ProbeTask) -> ProbeOutcome:
 def iter_probe(state: ProbeState, task: ProbeTask) -> Task[ProbeOutcome]:
     """Optimize one layer with one setting and compare the outputs on the first `task.samples` samples."""
     recipe = task.setting.recipe_for(task.layer)
-    result = yield from iter_optimize(state.loaded, recipe, state.calibration, cache=state.cache)
+    try:
+        result = yield from iter_optimize(state.loaded, recipe, state.calibration, cache=state.cache)
+    except (WorkerCrashError, CancelledError):
+        raise
+    except (OptimizeError, QuantizationError) as exc:  # this one probe is skipped; the sweep goes on
+        comparison = _compare(state, None, task.samples)
+        note = f"Skipped, {task.setting.label} could not be applied to this layer: {exc}"
+        return _outcome(task, False, "float", comparison, state.y is not None, note)
     form = result.forms.get(task.layer, "float")
     applied, note = _applied(result, task)
     if not applied:  # nothing changed: the float outputs compared with themselves, no model run

@@ -4,7 +4,8 @@ Every cut of a pruned group marks positions to drop on one axis of one constant 
 cuts of several groups on the same input (a Conv's output axis and its input axis, a Concat's inputs
 feeding one Conv) combine into one keep-mask per axis, so the order of groups does not matter. A
 weight shared by nodes that end up needing different slices is split into one copy per slicing.
-Depthwise convolutions get their `group` count from their new filter count; shapes are inferred anew.
+Depthwise convolutions get their `group` count from their new filter count; shapes are inferred anew
+(recorded shapes of cut weights and tensors are dropped first: they are stale).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from slimscope.core.errors import OptimizeError
 from slimscope.core.prune.channel_plan import ChannelPlan, GroupPlan
 from slimscope.core.tasks import Progress, Task, run_sync
 
@@ -42,11 +44,35 @@ def iter_apply_channel_pruning(model: onnx.ModelProto, plan: ChannelPlan) -> Tas
         for node_index in group_plan.group.reshapes:
             _flatten_target(graph, graph.node[node_index])
     changed = {name for group_plan in active for name in group_plan.group.tensors}
-    kept_info = [info for info in graph.value_info if info.name not in changed]
-    del graph.value_info[:]
-    graph.value_info.extend(kept_info)
+    _drop_value_info(graph, changed | {tensor.name for tensor in graph.initializer})
     yield Progress(0.9, "Inferring shapes")
-    return onnx.shape_inference.infer_shapes(pruned)
+    return _inferred(pruned)
+
+
+def _drop_value_info(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Forget the recorded shapes of `names`. Exporters such as PaddlePaddle's record shapes for weights
+    (their BatchNorm scales, conv filters) and intermediate tensors; after slicing, onnx's inference
+    refuses a recorded shape that disagrees with the new one ("Inferred shape and existing shape differ")."""
+    kept = [info for info in graph.value_info if info.name not in names]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+
+
+def _inferred(pruned: onnx.ModelProto) -> onnx.ModelProto:
+    """Shapes inferred anew. Recorded intermediate shapes are annotations only: when one still disagrees
+    (a tensor the channel groups do not list, whose shape followed a pruned one), all are dropped and
+    inferred from the graph alone; a graph whose shapes still do not fit is an OptimizeError."""
+    try:
+        return onnx.shape_inference.infer_shapes(pruned)
+    except onnx.shape_inference.InferenceError:
+        _drop_value_info(pruned.graph, {info.name for info in pruned.graph.value_info})
+    try:
+        return onnx.shape_inference.infer_shapes(pruned)
+    except onnx.shape_inference.InferenceError as exc:
+        raise OptimizeError(
+            "Removing these channels left tensor shapes that no longer fit together; keep the channels of "
+            "these layers (prune fewer layers, or none)."
+        ) from exc
 
 
 def removed_entries(model: onnx.ModelProto, plan: ChannelPlan) -> dict[str, dict[int, np.ndarray]]:
