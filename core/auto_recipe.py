@@ -14,6 +14,10 @@ The scheme (greedy, as the measured sensitivities are per layer and roughly addi
    the same order while the verified drop stays within it. Every verified recipe is a candidate (with its
    accuracy, size and latency), for a Pareto plot; the result is the best verified one within the budget,
    and an ordinary recipe the user can edit further.
+4. Truthfully: the budget counts whole evaluation samples (core/auto_result.py's `Budget`); "latency" and
+   "both" never choose a candidate slower than the float model ("size" says so when its choice is), and
+   when nothing qualifies the result has no recipe (`met` is False) and names the closest candidate. A
+   candidate whose optimization fails is skipped with a note; the search goes on.
 """
 
 from __future__ import annotations
@@ -24,10 +28,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from slimscope.core.auto_result import AutoResult, Budget, Candidate, Goal
 from slimscope.core.comparison import Comparison
 from slimscope.core.data.dataset import Dataset
 from slimscope.core.data.fit import fit_to_model
-from slimscope.core.errors import RecipeError
+from slimscope.core.errors import (
+    CancelledError,
+    OptimizeError,
+    QuantizationError,
+    RecipeError,
+    WorkerCrashError,
+)
 from slimscope.core.evaluate import iter_evaluate
 from slimscope.core.evaluate.report import EvalReport
 from slimscope.core.layers import Layer, find_layers
@@ -40,7 +51,6 @@ from slimscope.core.sensitivity import SensitivityCache, SensitivityReport, iter
 from slimscope.core.shapes import infer_shapes
 from slimscope.core.tasks import Progress, Task, scaled
 
-Goal = Literal["size", "latency", "both"]
 GOALS: tuple[Goal, ...] = ("size", "latency", "both")
 MAX_VERIFICATIONS = 8  # optimize + evaluate runs, at most, per automatic recipe
 _TOLERANCE = 1e-9  # accuracies are counts over samples: a drop equal to the budget may carry float rounding
@@ -71,49 +81,6 @@ class Move:
     @property
     def ratio(self) -> float:
         return self.benefit / (max(self.drop, 0.0) + _FREE_DROP)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One verified recipe: what it cost (drop) and gained (size, latency)."""
-
-    recipe: Recipe
-    drop: float
-    size_bytes: int
-    latency_ms: float | None
-    within_budget: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "drop": self.drop,
-            "size_bytes": self.size_bytes,
-            "latency_ms": self.latency_ms,
-            "within_budget": self.within_budget,
-            "recipe": self.recipe.to_dict(),
-        }
-
-
-@dataclass(frozen=True)
-class AutoResult:
-    recipe: Recipe  # the best verified recipe within the budget (all float when none was)
-    drop: float  # its verified drop
-    budget: float
-    metric: str  # "accuracy" or "agreement": what the drop is measured in
-    goal: Goal
-    comparison: Comparison | None  # of `recipe`, on the evaluation data
-    candidates: tuple[Candidate, ...] = ()
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "goal": self.goal,
-            "budget": self.budget,
-            "metric": self.metric,
-            "drop": self.drop,
-            "recipe": self.recipe.to_dict(),
-            "candidates": [candidate.to_dict() for candidate in self.candidates],
-            "notes": list(self.notes),
-        }
 
 
 def iter_auto_recipe(
@@ -148,65 +115,151 @@ def iter_auto_recipe(
     shapes = infer_shapes(loaded.model, given)
     layers = {layer.name: layer for layer in find_layers(loaded.model, shapes)}
     moves = sorted(_moves(sensitivity, layers, goal), key=lambda move: -move.ratio)
-    chosen = _closing_islands(_within_budget(moves, max_drop), moves, loaded.model)
-    data_section = base.data if base is not None else {}
-    ptq = base.ptq if base is not None else PtqSpec()  # the user's quantization aids stay on
-    cache = OptimizeCache()
-    candidates: list[Candidate] = []
-    comparisons: dict[Recipe, Comparison] = {}
+    budget = Budget.of(max_drop, len(data), sensitivity.metric)
+    search = _Search(loaded, data, calib, budget.allowed, max_verifications, base)
+    search.notes += [note for note in [budget.note()] if note]
+    chosen = _closing_islands(_within_budget(moves, budget.allowed), moves, loaded.model)
+    yield from search.run(chosen, moves)
+    if goal != "size" and _best(search.candidates, goal) is None:
+        yield from search.verify_speed_safe(moves)
+    best = _best(search.candidates, goal)
+    search.notes += _speed_notes(search.candidates, best, goal)
+    if best is None:
+        return AutoResult(
+            _recipe([], search.data_section, search.ptq), 0.0, max_drop, sensitivity.metric, goal, None,
+            tuple(search.candidates), tuple(search.notes), len(data),
+        )  # fmt: skip
+    return AutoResult(
+        best.recipe, best.drop, max_drop, sensitivity.metric, goal, search.comparisons[best.recipe],
+        tuple(search.candidates), tuple(search.notes), len(data),
+    )  # fmt: skip
 
-    def verify(selection: list[Move]):
-        recipe = _recipe(selection, data_section, ptq)
-        step = len(candidates)
-        start, end = 0.5 + 0.5 * step / max_verifications, 0.5 + 0.5 * (step + 1) / max_verifications
+
+@dataclass
+class _Search:
+    """The verification loop: each verified recipe becomes a `Candidate` (and a `Comparison`)."""
+
+    loaded: LoadedModel
+    data: Dataset
+    calib: np.ndarray
+    allowed: float  # the budget candidates are held to
+    max_verifications: int
+    base: Recipe | None
+    cache: OptimizeCache = field(default_factory=OptimizeCache)
+    candidates: list[Candidate] = field(default_factory=list)
+    comparisons: dict[Recipe, Comparison] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    attempts: int = 0  # verifications started, failed ones included
+
+    @property
+    def data_section(self) -> dict[str, Any]:
+        return self.base.data if self.base is not None else {}
+
+    @property
+    def ptq(self) -> PtqSpec:
+        return self.base.ptq if self.base is not None else PtqSpec()  # the user's quantization aids stay on
+
+    def within(self, drop: float) -> bool:
+        return drop <= self.allowed + _TOLERANCE
+
+    def run(self, chosen: list[Move], moves: list[Move]):
+        """Back off while over the budget; within it, add moves a quarter at a time while it holds."""
+        if not chosen and moves:  # every move alone costs more than the budget: measure the mildest
+            chosen = [min(moves, key=lambda move: move.risk)]
+        if not chosen:
+            return
+        drop = yield from self.verify(chosen)
+        if not self.within(drop):
+            by_layer = {(move.layer, move.key): move for move in moves}
+            while not self.within(drop) and self.attempts < self.max_verifications:
+                chosen = _back_off(chosen, by_layer)
+                if not chosen:  # a recipe that changes nothing is no candidate
+                    return
+                drop = yield from self.verify(chosen)
+            return
+        # Moves that alone cost more than the budget are never tried.
+        rest = [m for m in moves if m not in chosen and m.drop <= self.allowed and _compatible(m, chosen)]
+        while rest and self.attempts < self.max_verifications:
+            chunk = rest[: max(1, len(rest) // 4)]  # a quarter of what is left at a time
+            trial = chosen + chunk
+            trial_drop = yield from self.verify(trial)
+            if not self.within(trial_drop):
+                break
+            chosen = trial
+            rest = [move for move in rest[len(chunk) :] if _compatible(move, chosen)]
+
+    def verify_speed_safe(self, moves: list[Move]):
+        """Within the budget but slower than float (int4 weights run dequantized): one more try with the
+        fastest such candidate's int4 layers at int8."""
+        slow = [c for c in self.candidates if c.within_budget and c.slower]
+        int8 = {move.layer: move for move in moves if move.key == "int8"}
+        for candidate in sorted(slow, key=lambda c: c.speed_ratio or math.inf):
+            recipe = candidate.recipe
+            settings = {name: recipe.settings_for(name) for name, _ in recipe.layers}
+            if not any(s.quantize is not None and s.quantize.weight_bits == 4 for s in settings.values()):
+                continue
+            yield from self.verify([move for name, s in settings.items() for move in _as_int8(name, s, int8)])
+            return
+
+    def verify(self, selection: list[Move]):
+        """Optimize and evaluate one selection; its drop (inf when it could not be built)."""
+        recipe = _recipe(selection, self.data_section, self.ptq)
+        step = self.attempts
+        self.attempts += 1
+        span = max(self.max_verifications, self.attempts)
+        start, end = 0.5 + 0.5 * step / span, 0.5 + 0.5 * (step + 1) / span
         yield Progress(start, f"Verifying candidate {step + 1} ({len(selection)} layer settings)")
-        result = yield from scaled(iter_optimize(loaded, recipe, calib, cache=cache), start, start, None)
+        try:
+            result = yield from scaled(iter_optimize(self.loaded, recipe, self.calib, cache=self.cache),
+                                       start, start, None)  # fmt: skip
+        except (WorkerCrashError, CancelledError):
+            raise
+        except (OptimizeError, QuantizationError) as exc:  # one bad combination ends only itself
+            self.notes.append(f"Candidate {step + 1} ({len(selection)} layer settings) was skipped: {exc}")
+            return math.inf
         report = yield from scaled(
-            iter_evaluate(loaded.model, result.model, data, latency=True, latency_threads=(1,),
+            iter_evaluate(self.loaded.model, result.model, self.data, latency=True, latency_threads=(1,),
                           latency_budget_s=_LATENCY_BUDGET_S),
             start, end, None,
         )  # fmt: skip
         drop = _drop(report)
-        latency = report.latency_ms[0].optimized.median_ms if report.latency_ms else None
-        candidates.append(
-            Candidate(recipe, drop, report.size_bytes["optimized"], latency, drop <= max_drop + _TOLERANCE)
-        )
+        timed = report.latency_ms[0] if report.latency_ms else None
+        self.candidates.append(Candidate(
+            recipe, drop, report.size_bytes["optimized"], None if timed is None else timed.optimized.median_ms,
+            self.within(drop), None if timed is None else timed.original.median_ms,
+        ))  # fmt: skip
         comparison = Comparison(recipe, result, report)
-        comparisons[recipe] = comparison
+        self.comparisons[recipe] = comparison
         yield Progress(end, f"Candidate {step + 1}: drop {drop:.2%}", comparison)
         return drop
 
-    drop = yield from verify(chosen)
-    notes: list[str] = []
-    if drop > max_drop + _TOLERANCE:
-        by_layer = {(move.layer, move.key): move for move in moves}
-        while drop > max_drop + _TOLERANCE and chosen and len(candidates) < max_verifications:
-            chosen = _back_off(chosen, by_layer)
-            drop = yield from verify(chosen)
-    else:
-        # Moves that alone cost more than the budget are never tried.
-        rest = [m for m in moves if m not in chosen and m.drop <= max_drop and _compatible(m, chosen)]
-        while rest and len(candidates) < max_verifications:
-            chunk = rest[: max(1, len(rest) // 4)]  # a quarter of what is left at a time
-            trial = chosen + chunk
-            trial_drop = yield from verify(trial)
-            if trial_drop > max_drop + _TOLERANCE:
-                break
-            chosen, drop = trial, trial_drop
-            rest = [move for move in rest[len(chunk) :] if _compatible(move, chosen)]
-    best = _best(candidates, goal)
-    if best is None:
-        notes.append(
-            f"No verified recipe stayed within a drop of {max_drop:.2%}; the result keeps every layer float."
-        )
-        recipe = _recipe([], data_section, ptq)
-        return AutoResult(
-            recipe, 0.0, max_drop, sensitivity.metric, goal, None, tuple(candidates), tuple(notes)
-        )
-    return AutoResult(
-        best.recipe, best.drop, max_drop, sensitivity.metric, goal, comparisons[best.recipe],
-        tuple(candidates), tuple(notes),
-    )  # fmt: skip
+
+def _as_int8(name: str, settings: LayerSettings, int8: dict[str, Move]) -> list[Move]:
+    """The moves a layer's settings in a recipe of this search stand for, with int4 weights made int8."""
+    moves = []
+    if settings.prune is not None:
+        moves.append(Move(name, "prune", "channels30", 0.0, 0.0))
+    if settings.quantize is not None:
+        moves.append(int8.get(name, Move(name, "quantize", "int8", 0.0, 0.0)))
+    return moves
+
+
+def _speed_notes(candidates: list[Candidate], best: Candidate | None, goal: Goal) -> list[str]:
+    """Slower than float, said plainly: what "size" chose anyway, and what the other goals left out."""
+    if best is not None and best.slower:
+        return [
+            f"The smallest recipe within the budget runs {best.speed_ratio:.2f}x SLOWER than the float model "
+            "at 1 thread (int4 weights, and float layers between quantized ones, run through "
+            "dequantization); the goal 'both' or 'latency' keeps it at least as fast."
+        ]
+    if goal == "size":
+        return []
+    left = [number for number, c in enumerate(candidates, start=1) if c.within_budget and c.slower]
+    if not left:
+        return []
+    listed = ", ".join(map(str, left))
+    return [f"Candidate{'s' if len(left) > 1 else ''} {listed} met the budget but ran slower than the float "
+            "model, so the goal left them out."]  # fmt: skip
 
 
 # ---------------------------------------------------------------------- moves
@@ -307,11 +360,17 @@ def _recipe(moves: list[Move], data_section: dict[str, Any], ptq: PtqSpec) -> Re
 
 
 def _best(candidates: list[Candidate], goal: Goal) -> Candidate | None:
-    within = [candidate for candidate in candidates if candidate.within_budget]
+    """Within the budget, the best for the goal; "latency" and "both" never take one slower than float.
+    "both" weighs size and time alike: the least product of the two (each against float's)."""
+    within = [c for c in candidates if c.within_budget and c.recipe.layers]
+    if goal != "size":
+        within = [c for c in within if not c.slower]
     if not within:
         return None
     if goal == "latency":
         return min(within, key=lambda c: (c.latency_ms if c.latency_ms is not None else math.inf, c.drop))
+    if goal == "both":
+        return min(within, key=lambda c: (c.size_bytes * (c.speed_ratio or 1.0), c.drop))
     return min(within, key=lambda c: (c.size_bytes, c.latency_ms or math.inf, c.drop))
 
 

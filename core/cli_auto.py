@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from slimscope.core.errors import RecipeError
+from slimscope.core.errors import RecipeError, escaped_lines
 
 
 def add_auto_arguments(verbs, model_arguments) -> None:
@@ -22,7 +22,8 @@ def add_auto_arguments(verbs, model_arguments) -> None:
     parser.add_argument(
         "--max-drop", type=float, default=1.0,
         help="the largest accuracy drop allowed, in percentage points (top-1 agreement without labels; "
-        "default 1.0)",
+        "default 1.0); counted in whole evaluation samples, at least one, or on output SQNR when the model "
+        "is not a classifier. Exit code 1 when no recipe meets it",
     )  # fmt: skip
     parser.add_argument("--goal", choices=GOALS, default="both", help="what to gain: size, latency or both")
     parser.add_argument("--samples", type=int, default=1000, help="evaluation samples used (default 1000)")
@@ -50,28 +51,33 @@ def run_auto(args: argparse.Namespace, run, load) -> int:
     result = run(
         iter_auto_recipe(loaded, data, max_drop=args.max_drop / 100, goal=args.goal, calibration=calib)
     )
-    if args.output:
+    if args.output and result.met:  # nothing is written when nothing met the budget
         save_recipe(result.recipe, args.output)
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str) + "\n")
     else:
-        sys.stdout.write(format_auto(result, loaded.source.name, args.output))
-    return 0
+        sys.stdout.write(escaped_lines(format_auto(result, loaded.source.name, args.output)))
+    return 0 if result.met else 1
 
 
 def format_auto(result, source: str, output: Path | None) -> str:
-    what = "accuracy" if result.metric == "accuracy" else "top-1 agreement"
-    lines = [f"Automatic recipe for {source} (goal: {result.goal}; {what} drop at most {100 * result.budget:.2f} pts):",
-             f"{'#':>3}  {'drop pts':>8}  {'size kB':>9}  {'latency ms':>10}  {'layers':>6}  within"]  # fmt: skip
+    limits = result.limits
+    lines = [f"Automatic recipe for {source} (goal: {result.goal}; {limits.text()}):",
+             f"{'#':>3}  {'drop pts':>8}  {'size kB':>9}  {'latency ms':>10}  {'than float':>13}  {'layers':>6}  "
+             "within"]  # fmt: skip
     for number, candidate in enumerate(result.candidates, start=1):
         latency = "—" if candidate.latency_ms is None else f"{candidate.latency_ms:.3f}"
+        ratio = candidate.speed_ratio
+        speed = "—" if ratio is None else f"{1 / ratio:.2f}x faster" if ratio <= 1 else f"{ratio:.2f}x slower"
         lines.append(
             f"{number:>3}  {100 * candidate.drop:>8.2f}  {candidate.size_bytes / 1000:>9.1f}  {latency:>10}  "
-            f"{len(candidate.recipe.layers):>6}  {'yes' if candidate.within_budget else 'no'}"
+            f"{speed:>13}  {len(candidate.recipe.layers):>6}  {'yes' if candidate.within_budget else 'no'}"
         )
-    chosen = f"Chosen: drop {100 * result.drop:.2f} pts, {len(result.recipe.layers)} layers set"
+    lines += [f"Note: {note}" for note in result.notes]
+    if not result.met:  # the last line says what happened
+        return "\n".join([*lines, result.shortfall_text() + " No recipe was written."]) + "\n"
+    chosen = f"Chosen: drop {limits.drop_text(result.drop)}, {len(result.recipe.layers)} layers set"
     lines.append(
         chosen + (f"; recipe written to {output}." if output else "; give -o FILE to save the recipe.")
     )
-    lines += [f"Note: {note}" for note in result.notes]
     return "\n".join(lines) + "\n"
