@@ -91,11 +91,13 @@ def _read_member(
                 f"the archive holds {format_bytes(info.file_size)} for it: the file is damaged."
             )
         check_expansion(info.file_size, info.compress_size, key, path)
-        check(dtype, shape)
-        count = shape[0] if not shape or limit is None else min(limit, shape[0])
         if fortran and len(shape) > 1:  # column-major: the first samples are not the first bytes
+            check(dtype, shape)
+            count = shape[0] if limit is None else min(limit, shape[0])
             return _filled(member, np.empty(shape[::-1], dtype)).T[:count]
-        return _filled(member, np.empty((count, *shape[1:]) if shape else (), dtype))
+        read = shape if not shape or limit is None else (min(limit, shape[0]), *shape[1:])
+        check(dtype, read)  # what is read: only the first `limit` samples
+        return _filled(member, np.empty(read, dtype))
 
 
 def _npy_header(member: IO[bytes], key: str, path: Path) -> tuple[np.dtype, tuple[int, ...], bool]:

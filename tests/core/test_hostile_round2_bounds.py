@@ -192,6 +192,8 @@ def test_only_the_samples_asked_for_are_read(tmp_path):
     np.testing.assert_array_equal(data.x, x[:3])
     np.testing.assert_array_equal(data.y, np.arange(3))
     assert peak_traced_bytes(lambda: load_dataset(path, limit=3)) < x.nbytes / 10
+    np.savez(path, x=np.asfortranarray(x[:50]))  # column-major: read whole, then the first samples
+    np.testing.assert_array_equal(load_dataset(path, limit=3).x, x[:3])
 
 
 def test_data_that_would_not_fit_under_the_memory_limit_is_refused_in_the_worker(files, tmp_path):
