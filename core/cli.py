@@ -106,12 +106,18 @@ def _not_negative(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from slimscope.core.user_files import absolute_arguments, noticed_interrupts, private_working_directory
+    from slimscope.core.user_files import (
+        absolute_arguments,
+        noticed_interrupts,
+        private_working_directory,
+        refuse_special_outputs,
+    )
 
     absolute_arguments(args)  # the command (and the window) then works in a private folder of its own
     args.worker = CommandWorker(getattr(args, "memory_limit", None), getattr(args, "time_limit", None), _run)
     try:
         with private_working_directory(), noticed_interrupts() as noticed:
+            refuse_special_outputs(args)
             code = _show_demo(args.worker) if args.verb is None else _VERBS[args.verb](args)
         if noticed:  # a Ctrl-C that a library swallowed (Python drops one raised in a finalizer)
             raise KeyboardInterrupt

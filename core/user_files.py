@@ -31,6 +31,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from types import FrameType
 
 from slimscope.core.errors import ExportError
 
@@ -249,7 +250,7 @@ def noticed_interrupts() -> Iterator[list[int]]:
         yield noticed
         return
 
-    def interrupt(number: int, frame: object) -> None:
+    def interrupt(number: int, frame: FrameType | None) -> None:
         noticed.append(number)
         signal.default_int_handler(number, frame)
 
@@ -271,6 +272,14 @@ def absolute_arguments(args: argparse.Namespace) -> None:
     for name, value in vars(args).items():
         if isinstance(value, PurePath):
             setattr(args, name, absolute(value))
+
+
+def refuse_special_outputs(args: argparse.Namespace, names: Iterable[str] = ("output", "report")) -> None:
+    """Before any work (reading a large model takes a while): outputs that are not regular files."""
+    for name in names:
+        value = getattr(args, name, None)
+        if isinstance(value, PurePath):
+            regular_destination(Path(value))
 
 
 def absolute(path: str | os.PathLike) -> Path:

@@ -10,8 +10,9 @@ from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from slimscope.core.export import export_model, refuse_protected, write_json
+from slimscope.core.export import export_model, write_json
 from slimscope.core.recipe import load_recipe, save_recipe
+from slimscope.core.user_files import CommandFiles
 from slimscope.gui import errors, settings
 
 if TYPE_CHECKING:
@@ -37,11 +38,21 @@ def save_recipe_as(window: MainWindow, path: Path | None = None) -> None:
             return
         path = Path(chosen)
     try:
+        _files_read(window.session).destination(path, "the recipe")  # never over the model or the data
         save_recipe(recipe, path)
     except Exception as exc:  # noqa: BLE001 (every error goes to the funnel)
         errors.show_error(window, exc)
         return
     window.statusBar().showMessage(f"Recipe saved to {path}", 5000)
+
+
+def _files_read(session) -> CommandFiles:
+    """What the window has open: written files never go over them (core/user_files.py)."""
+    files = CommandFiles()
+    if session.loaded is not None:
+        files.reads_model(session.loaded, "the open model")
+    files.reads(session.evaluation_data, "the evaluation data")
+    return files.reads(session.calibration_data, "the calibration data")
 
 
 def load_recipe_from(window: MainWindow, path: Path | None = None) -> None:
@@ -85,7 +96,9 @@ def export_optimized(window: MainWindow, path: Path | None = None) -> None:
         "slimscope.report": json.dumps(report),
     }
     try:
-        refuse_protected(report_path(path), [*protected, path])
+        files = _files_read(session)
+        files.destination(path, "the optimized model", model=True)
+        files.destination(report_path(path), "the report")
         export_model(result.optimized.model, path, protected=protected, metadata=metadata)
         write_json(report, report_path(path))
     except Exception as exc:  # noqa: BLE001
