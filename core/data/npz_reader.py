@@ -121,7 +121,7 @@ def _npy_header(member: IO[bytes], key: str, path: Path) -> tuple[np.dtype, tupl
 
 def _filled(member: IO[bytes], array: np.ndarray) -> np.ndarray:
     """`array` with its bytes read from `member` (no temporary copy of the bytes)."""
-    view = memoryview(array.reshape(-1).view(np.uint8))
+    view = array.reshape(-1).view(np.uint8).data
     filled = 0
     while filled < len(view):
         count = member.readinto(view[filled:])  # type: ignore[attr-defined]
