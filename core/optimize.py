@@ -61,6 +61,7 @@ def iter_optimize(
     recipe.check_layers([layer.name for layer in layers])
     settings = {layer.name: recipe.settings_for(layer.name) for layer in layers}
     result = OptimizeResult(loaded.model)
+    _check_weights(loaded.model, settings, result)
     channel = _specs(settings, lambda p: p.structure == "channel" and bool(p.sparsity))
     if channel:
         yield Progress(0.05, "Removing channels")
@@ -85,6 +86,24 @@ def iter_optimize(
     _check_runs(result.model)
     yield Progress(1.0, "Optimized")
     return result
+
+
+def _check_weights(model: onnx.ModelProto, settings: dict[str, LayerSettings], result: OptimizeResult) -> None:
+    """Refuse damaged (NaN, infinite) layer weights; warn about weights no step reaches."""
+    from slimscope.core.loading.weight_checks import (
+        refuse_nonfinite_weights,
+        untouched_sentence,
+        untouched_weights,
+    )
+
+    if any(s.prune is not None or s.quantize is not None for s in settings.values()):
+        refuse_nonfinite_weights(model)
+    untouched = untouched_weights(model)
+    if untouched:
+        result.warnings.append(
+            f"{untouched_sentence(untouched)} are left as they are: Slimscope prunes and quantizes "
+            "the weights of the main graph only."
+        )
 
 
 def _prunes(spec: PruneSpec) -> bool:

@@ -14,9 +14,12 @@ from slimscope.core.loading import onnx_checks
 from slimscope.core.loading.constant_folding import fold_constants
 from slimscope.core.loading.free_dims import name_free_dims
 from slimscope.core.loading.input_shapes import declared_input_shapes, merge_input_shapes
+from slimscope.core.loading.local_functions import inline_local_functions
 from slimscope.core.loading.opset_upgrade import upgrade_opset
 from slimscope.core.loading.quant_checks import check_quantization
 from slimscope.core.loading.runtime_support import runtime_limits
+from slimscope.core.loading.sparse_weights import densify_sparse_weights
+from slimscope.core.loading.weight_checks import check_weights, weight_notes
 from slimscope.core.model import LoadedModel, default_opset
 from slimscope.core.tasks import Progress, Task
 
@@ -30,12 +33,22 @@ def iter_load_onnx(
     model = parse_onnx_file(path)
     onnx_checks.check_tensor_sizes(model)
     onnx_checks.check_versions(model, *runtime_limits(default_opset(model), model.ir_version))
+    model, functions = inline_local_functions(model)  # before the graph checks: they see the bodies
     onnx_checks.check_graph(model)
     yield Progress(0.4, "Reading external weights")
     external_files = load_external_data(model, path.parent)
+    densified = densify_sparse_weights(model)
     yield Progress(0.6, "Preparing the model")
     model, notes = normalize(model)
     check_quantization(model)  # on the folded model: Constant-node parameters are weights by now
+    check_weights(model)
+    if functions:
+        notes.insert(0, f"Expanded {functions} local function{'s' if functions > 1 else ''} into the graph, "
+                         "so that the layers inside show.")  # fmt: skip
+    if densified:
+        notes.append(f"Stored {densified} sparse weight{'s' if densified > 1 else ''} densely, so that "
+                     f"{'they' if densified > 1 else 'it'} can be shown and optimized.")  # fmt: skip
+    notes += weight_notes(model)
     shapes = merge_input_shapes(declared_input_shapes(model), input_shapes)
     return LoadedModel(
         model=model,

@@ -210,8 +210,25 @@ def _calibrate(
     for tensor, method in options.tensor_methods.items():
         if tensor in found[method]:
             merged[tensor] = found[method][tensor]
+    _refuse_nonfinite_ranges(prepared.model, merged)
     # A fresh TensorsData: the quantizer adjusts ranges in place (Relu, Softmax), the cache must not see it.
     return TensorsData(CalibrationMethod.MinMax, merged), not missing
+
+
+def _refuse_nonfinite_ranges(model: onnx.ModelProto, ranges: dict) -> None:
+    """A NaN or infinite range ends in onnxruntime's 'scale issue': say which value it was instead."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    order = {name: i for i, name in enumerate([v.name for v in model.graph.input] + list(producers))}
+    for tensor in sorted(ranges, key=lambda name: order.get(name, len(order))):
+        lowest, highest = getattr(ranges[tensor], "range_value", (0.0, 0.0))
+        if np.isfinite(lowest).all() and np.isfinite(highest).all():
+            continue
+        node = producers.get(tensor)
+        where = f" (the output of node '{node.name or node.op_type}')" if node is not None else ""
+        raise QuantizationError(
+            f"'{tensor}'{where} takes NaN or infinite values on the calibration data, so its range cannot "
+            "be measured: check the model's weights and constants and the data's preprocessing."
+        )
 
 
 def _scaled(task: Task, start: float, span: float) -> Task:
