@@ -12,10 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from slimscope.core.errors import SlimscopeError
+from slimscope.core.errors import SlimscopeError, one_line
 from slimscope.core.tasks import Progress, Task, run_sync
 
 EXIT_BAD_INPUT = 2
+# The verbs that run onnxruntime in the command's own process (the others run it in the worker only).
+_RUNTIME_VERBS = frozenset({"optimize", "evaluate", "sensitivity", "auto", "finetune"})
 # The worker jobs the verbs run, by what they do: "open" (read and inspect), "load", "optimize". A test
 # names a job of its own here ("module:function") to see what a crash in one does to a command.
 WORKER_JOBS = {"open": "open", "load": "load", "optimize": "optimize", "data": "data"}
@@ -106,6 +108,10 @@ def _not_negative(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:  # libraries' warnings and log lines stay off the terminal (core/quiet_output.py)
+        from slimscope.core.quiet_output import quiet_library_output
+
+        quiet_library_output(runtime=args.verb in _RUNTIME_VERBS)
     from slimscope.core.user_files import (
         absolute_arguments,
         noticed_interrupts,
@@ -125,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlimscopeError as exc:
         if args.debug:
             raise
-        print(f"slimscope: error: {exc}", file=sys.stderr)
+        print(f"slimscope: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("slimscope: interrupted", file=sys.stderr)

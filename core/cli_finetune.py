@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from slimscope.core.errors import escaped_lines
+
 
 def add_finetune_arguments(verbs, model_arguments) -> None:
     parser = verbs.add_parser(
@@ -75,7 +77,7 @@ def run_finetune(args: argparse.Namespace, run, load) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
-        sys.stdout.write(format_finetune(result, args.output, len(train), len(val)))
+        sys.stdout.write(escaped_lines(format_finetune(result, args.output, len(train), len(val))))
     return 0
 
 

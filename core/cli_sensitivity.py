@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from slimscope.core.errors import DatasetError
+from slimscope.core.errors import DatasetError, escaped_lines
 
 Runner = Callable  # cli._run: drives a task generator with a progress line
 
@@ -69,7 +69,7 @@ def run_sensitivity(args: argparse.Namespace, run: Runner, load) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
     else:
-        sys.stdout.write(format_sensitivity(report, loaded.source.name))
+        sys.stdout.write(escaped_lines(format_sensitivity(report, loaded.source.name)))
     return 0
 
 

@@ -6,6 +6,22 @@ Anything that is not a `SlimscopeError` is a bug in Slimscope, not a problem wit
 
 from __future__ import annotations
 
+import re
+
+# C0 and C1 control characters (line breaks, escape) and Unicode's line and paragraph separators.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters written as escapes (\\n, \\x1b): a file name or a name quoted from
+    a file can then neither start a made-up line nor send the terminal an escape sequence."""
+    return _CONTROL_CHARACTERS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def escaped_lines(text: str) -> str:
+    """Text of several lines with each line's control characters escaped (see `one_line`)."""
+    return "\n".join(one_line(line) for line in text.split("\n"))
+
 
 class SlimscopeError(Exception):
     """Base class: the message is meant for the user, not for a developer."""

@@ -70,6 +70,9 @@ def _init_worker(context: WorkerContext | None) -> None:
     from slimscope.core.user_files import enter_private_working_directory
 
     enter_private_working_directory()  # onnxruntime saves files where it stands (core/user_files.py)
+    from slimscope.core.quiet_output import quiet_library_output
+
+    quiet_library_output()  # no library warnings or log lines on the command's terminal
     if context is None:
         return
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from slimscope.core.errors import one_line
 from slimscope.core.inspection import ModelReport
 from slimscope.core.loading.input_shapes import guess_input_shapes, leaves_size_open
 
@@ -12,7 +13,7 @@ def format_report(report: ModelReport) -> str:
     loaded = report.loaded
     inputs = ", ".join(f"{k} {_dims(v)}" for k, v in loaded.input_shapes.items())
     lines = [
-        f"{loaded.source}  ({loaded.format}, opset {loaded.opset}, {human_bytes(loaded.file_size)} on disk)",
+        f"{one_line(str(loaded.source))}  ({loaded.format}, opset {loaded.opset}, {human_bytes(loaded.file_size)} on disk)",
         f"inputs: {inputs or 'none'}",
     ]
     if report.shape_used and any(report.shape_used[k] != v for k, v in loaded.input_shapes.items()):
@@ -20,14 +21,14 @@ def format_report(report: ModelReport) -> str:
     if report.macs is None and leaves_size_open(loaded.input_shapes):
         guess = ",".join(_dims(shape) for shape in guess_input_shapes(loaded.input_shapes).values())
         lines.append(f"MACs need an input size: the model leaves it open; give one, e.g. --input-shape {guess}")
-    lines += [f"note: {note}" for note in loaded.notes]
+    lines += [f"note: {one_line(note)}" for note in loaded.notes]
     lines.append("")
     rows = [("layer", "op", "weight shape", "params", "MACs", "sparsity", "range")]
     for layer in report.layers:
         stats = report.stats.get(layer.name)
         op = layer.op_type + (" dw" if layer.depthwise else "") + (" q" if layer.quantized else "")
         rows.append((
-            _fit(layer.name),
+            _fit(one_line(layer.name)),  # a name from the file may hold line breaks or terminal escapes
             op,
             _dims(layer.weight_shape),
             human_count(layer.params),

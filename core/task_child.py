@@ -86,6 +86,9 @@ class ChildSettings:
 
 def child_main(conn: Connection, settings: ChildSettings) -> None:
     prepare_child(settings.memory_limit, settings.temp_dir)
+    from slimscope.core.quiet_output import quiet_library_output
+
+    quiet_library_output()  # no library warnings or log lines on the command's terminal
     send_message(conn, ("ready", 0, None))  # a child that dies before this could not start at all
     state = ChildState()
     inbox: deque = deque()

@@ -7,11 +7,10 @@ What a file is decides how it is opened: a registry maps the detected kind (from
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
-from slimscope.core.errors import ModelLoadError, PickleRefusedError, SlimscopeError
+from slimscope.core.errors import ModelLoadError, PickleRefusedError, SlimscopeError, one_line
 from slimscope.core.loading.onnx_loader import iter_load_onnx
 from slimscope.core.loading.sniff import FileKind, sniff_file
 from slimscope.core.loading.torch_loader import iter_load_torch
@@ -95,16 +94,8 @@ def iter_load_model(
     try:
         return (yield from _iter_load(Path(path).expanduser(), trust, input_shapes))
     except SlimscopeError as exc:
-        exc.args = tuple(_one_line(a) if isinstance(a, str) else a for a in exc.args)
+        exc.args = tuple(one_line(a) if isinstance(a, str) else a for a in exc.args)
         raise
-
-
-# C0 and C1 control characters (line breaks, escape) and Unicode's line and paragraph separators.
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _one_line(message: str) -> str:
-    return _CONTROL_CHARACTERS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), message)
 
 
 def _iter_load(path: Path, trust: bool, input_shapes: list[tuple[int, ...]] | None) -> Task[LoadedModel]:
