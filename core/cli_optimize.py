@@ -32,6 +32,14 @@ def add_optimize_arguments(verbs, model_arguments, limit_arguments) -> None:
     evaluate = verbs.add_parser("evaluate", help="compare an optimized model with its original on data")
     evaluate.add_argument("original", type=Path)
     evaluate.add_argument("optimized", type=Path)
+    evaluate.add_argument(
+        "--input-shape", metavar="SHAPE",
+        help="input shape such as 1x3x224x224 (comma-separated for several inputs); needed for a TorchScript file",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--trust", action="store_true",
+        help="allow opening TorchScript and .pt2 files, which can run code stored in them",
+    )  # fmt: skip
     evaluate.add_argument("--data", type=Path, required=True, help=".npz or an image folder")
     evaluate.add_argument("--recipe", type=Path, help="a recipe whose data section says how to preprocess")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -136,10 +144,13 @@ def _export_with_report(model, output: Path, protected: list[Path], recipe, repo
 
 def run_evaluate(args: argparse.Namespace, run: Runner, worker) -> int:
     from slimscope.core.evaluate import iter_evaluate, layer_tensors
+    from slimscope.core.loading.input_shapes import parse_input_shapes
     from slimscope.core.recipe import default_recipe, load_recipe
 
-    original = worker.load(args.original)  # both read in the worker process, one after the other
-    optimized = worker.load(args.optimized)
+    shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
+    # both read in the worker process, one after the other
+    original = worker.load(args.original, trust=args.trust, input_shapes=shapes)
+    optimized = worker.load(args.optimized, trust=args.trust, input_shapes=shapes)
     recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
     data = _dataset(args.data, recipe, original.model, worker)
     from slimscope.core.cli_sensitivity import _executor

@@ -32,6 +32,9 @@ SINGLE_FILE_LIMIT = 2**31 - 1
 EXTERNAL_DATA_SUFFIX = ".data"
 EXTERNAL_DATA_THRESHOLD = 1024  # bytes: smaller tensors stay inside the .onnx file
 _NEW_FILE_MODE = 0o644
+# Temporary files beside a destination get a short fixed prefix (and tempfile's 8 random characters):
+# one built from the destination's name made a legal 250-byte name fail as "File name too long".
+TEMPORARY_PREFIX = ".slimscope-"
 
 _READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -118,7 +121,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         mode = _mode_for(path)
         with tempfile.NamedTemporaryFile(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
+            dir=path.parent, prefix=TEMPORARY_PREFIX, suffix=".part", delete=False
         ) as temp:
             temp_name = temp.name
             temp.write(data)
@@ -165,7 +168,7 @@ def _write_with_external_data(model: onnx.ModelProto, path: Path) -> None:
     regular_destination(data_path)  # refuses a device, pipe or folder of that name
     folder = None
     try:
-        folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part"))
+        folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=TEMPORARY_PREFIX, suffix=".part"))
         temp_model = folder / path.name
         temp_data = save_with_external_data(model, temp_model)
         for written, final in ((temp_data, data_path), (temp_model, path)):

@@ -263,6 +263,7 @@ def parse_recipe(data: Mapping[str, Any]) -> Recipe:
         for name, entry in data.get("layers", {}).items()
     )
     data_section = data.get("data")
+    _check_preprocess((data_section or {}).get("preprocess") or {})
     data_json = json.dumps(data_section, sort_keys=True) if data_section else ""
     ptq = PtqSpec(**data.get("ptq", {}))
     if ptq.relu6_to_relu and not ptq.equalize:
@@ -356,7 +357,7 @@ def _write_recipe_text(target: Path, text: str, path: str | os.PathLike[str]) ->
     try:
         mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
         with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", delete=False
+            "w", encoding="utf-8", dir=target.parent, prefix=".slimscope-", suffix=".part", delete=False
         ) as temp:
             temp_name = temp.name
             temp.write(text)
@@ -498,6 +499,31 @@ def _check(settings: LayerSettings, layer: str | None) -> None:
             "(the fraction of output channels to remove)",
             "prune.threshold",
         )
+
+
+_FLOAT32_TINY = 1.1754943508222875e-38  # numpy.finfo(float32).tiny: below it precision goes, then 0
+_FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(float32).max
+
+
+def _check_preprocess(preprocess: Mapping[str, Any]) -> None:
+    """Numbers JSON Schema lets through (Infinity, NaN, 1e-320) that would make every input NaN or
+    infinite: the model would then calibrate on nothing and fail far from the cause."""
+
+    def fail(key: str, problem: str) -> RecipeError:
+        return _error(f"{problem}, got {_show(preprocess[key])}", None, f"data.preprocess.{key}", False)
+
+    given = {k: preprocess[k] if isinstance(preprocess[k], list) else [preprocess[k]]
+             for k in ("scale", "mean", "std") if k in preprocess}  # fmt: skip
+    for key, values in given.items():
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise fail(key, "must hold finite numbers")
+    for key in ("scale", "std"):
+        if any(v < _FLOAT32_TINY for v in given.get(key, [])):
+            raise fail(key, f"must be at least {_FLOAT32_TINY:.2g} (smaller numbers vanish in float32)")
+    scale, mean, std = (given.get(k, [d]) for k, d in (("scale", 1 / 255), ("mean", 0.0), ("std", 1.0)))
+    largest = (255 * max(scale) + max(abs(m) for m in mean)) / min(std)
+    if largest > _FLOAT32_MAX:
+        raise fail("std", f"makes pixel values as large as {largest:.2g}, beyond float32's range")
 
 
 def _fields(technique: str, raw: Mapping[str, Any] | None) -> Fields | None:

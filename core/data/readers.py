@@ -37,7 +37,31 @@ def data_kind(path: Path) -> str:
             f"'{path.name}' is not data Slimscope reads: give a .npz file with an array 'x' "
             "(and optionally labels 'y'), or a folder of images."
         )
+    if kind == "npz" and path.is_file():  # a pipe or device is the reader's to refuse, without reading it
+        _refuse_other_content(path)
     return kind
+
+
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")  # a member, or an empty archive's end record
+_NPY_START = b"\x93NUMPY"
+
+
+def _refuse_other_content(path: Path) -> None:
+    """A .npz is a zip archive of .npy arrays: say so of a file that is not one, by its first bytes."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise DatasetError(f"Cannot read '{path.name}': {exc.strerror or exc}.") from None
+    if head.startswith(_ZIP_STARTS):
+        return
+    if head.startswith(_NPY_START):
+        raise DatasetError(
+            f"'{path.name}' is a single NumPy array (.npy), not a NumPy .npz archive; save it with "
+            "numpy.savez(name, x=array) (and y=labels)."
+        )
+    what = "empty" if not head else "not a NumPy .npz archive (not even a zip file)"
+    raise DatasetError(f"'{path.name}' is {what}; save data with numpy.savez(name, x=array).")
 
 
 def iter_load_dataset(

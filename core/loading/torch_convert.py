@@ -20,6 +20,10 @@ class _ShapeMissing(Exception):
     pass
 
 
+class _Unreadable(Exception):
+    """The file is not one the installed PyTorch can open: the message is the whole answer."""
+
+
 def die_with_parent() -> None:
     """End when the process that started this one ends. That is a worker process, which its own parent
     kills outright at its time limit; nothing would then end this conversion, orphaned and still busy
@@ -54,6 +58,8 @@ def main(argv: list[str]) -> int:
             used = _convert_exported_program(torch, source, out, shapes)
     except _ShapeMissing as exc:
         return _answer({"error": str(exc), "error_type": "InputShapeError"}, 1)
+    except _Unreadable as exc:
+        return _answer({"error": str(exc)}, 1)
     except Exception as exc:  # anything the file or the exporter throws: reported, never a crash
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         return _answer({"error": f"Converting '{source.name}' to ONNX failed: {detail}"}, 1)
@@ -98,7 +104,15 @@ def _check_runs(torch, module, args: tuple, source: Path) -> None:
 
 
 def _convert_exported_program(torch, source: Path, out: Path, shapes) -> list[tuple[int, ...]]:
-    program = torch.export.load(str(source))
+    try:
+        program = torch.export.load(str(source))
+    except Exception as exc:
+        # torch logs the real cause through `logging` (silenced here) and raises "check the warnings
+        # above", which the user never sees: say what can be said about the file instead.
+        raise _Unreadable(
+            f"'{source.name}' cannot be read as a torch.export program (.pt2): it is damaged, or was "
+            f"saved by a PyTorch version that this one ({torch.__version__.split('+')[0]}) cannot read."
+        ) from exc
     if shapes is not None:
         args = tuple(torch.zeros(s) for s in shapes)
     else:

@@ -198,7 +198,7 @@ def test_npz_without_x(tmp_path: Path) -> None:
 
 def test_npz_that_is_not_an_archive_or_holds_objects(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"not a zip file")
-    assert "Cannot read 'bad.npz'" in error_of(tmp_path / "bad.npz")
+    assert "'bad.npz' is not a NumPy .npz archive" in error_of(tmp_path / "bad.npz")
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}, None], dtype=object))
     assert "unpickling" in error_of(tmp_path / "obj.npz")
 
