@@ -97,7 +97,7 @@ def _status_bytes(file: str, key: str) -> int | None:
 
 def format_bytes(size: int) -> str:
     if size >= GIB:
-        return f"{size / GIB:.1f} GiB"
+        return f"{size / GIB:.1f} GiB" if size < 10**6 * GIB else f"{size / GIB:.2g} GiB"
     if size >= 1024**2:
         return f"{size / 1024**2:.1f} MiB"
     return f"{size / 1024:.1f} kiB"

@@ -106,12 +106,16 @@ def _npy_header(member: IO[bytes], key: str, path: Path) -> tuple[np.dtype, tupl
     if member.read(len(npy_format.MAGIC_PREFIX)) != npy_format.MAGIC_PREFIX:
         raise DatasetError(f"Member '{key}' of '{path.name}' is not a NumPy array.")
     version = tuple(member.read(2))
-    if version == (1, 0):
-        shape, fortran, dtype = npy_format.read_array_header_1_0(member)
-    elif version == (2, 0):
-        shape, fortran, dtype = npy_format.read_array_header_2_0(member)
-    else:
+    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    if version not in readers:
         raise DatasetError(f"Array '{key}' in '{path.name}' uses .npy version {version}, which is not read.")
+    try:
+        shape, fortran, dtype = readers[version](member)
+    except ValueError as exc:  # numpy's words would point at allow_pickle, which is not the way out here
+        what = "too long to be read safely" if "is large" in str(exc) else "damaged"
+        raise DatasetError(f"Array '{key}' in '{path.name}' has a .npy header that is {what}.") from None
+    if any(int(d) < 0 for d in shape):
+        raise DatasetError(f"Array '{key}' in '{path.name}' has a .npy header that is damaged.")
     if dtype.hasobject:
         raise DatasetError(
             f"Cannot read '{path.name}' as a .npz archive: {_reason(ValueError('allow_pickle'))}."

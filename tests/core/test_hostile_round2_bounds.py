@@ -184,6 +184,33 @@ def test_an_npy_header_declaring_more_than_the_archive_holds_is_refused(tmp_path
     assert peak_traced_bytes(lambda: load_dataset(path)) < 5 * 2**20
 
 
+def raw_npy_header(header: str) -> bytes:
+    """A version 1.0 .npy header holding `header` as written, whatever it says."""
+    text = header.encode("latin1")
+    text += b" " * (-(len(text) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+
+
+@pytest.mark.parametrize(
+    ("header", "ending"),
+    [
+        (npy_header("<f4", (1,) * 4000), "has a .npy header that is too long to be read safely."),
+        (raw_npy_header("{'descr': '<f4', 'fortran_order': False, 'shape': (-5, 3), }"), "is damaged."),
+        (raw_npy_header("{'descr': '<f4', 'shape': (5, 3), }"), "is damaged."),
+        (b"PK\x03\x04 not an array at all", "'x' of 'odd.npz' is not a NumPy array."),
+    ],
+    ids=["header-too-long", "negative-dims", "missing-key", "not-npy"],
+)
+def test_odd_npy_headers_are_one_sentence(tmp_path, header, ending):
+    import zipfile
+
+    path = tmp_path / "odd.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", header + bytes(60))
+    message = refused(lambda: load_dataset(path), DatasetError, "'odd.npz'")
+    assert message.endswith(ending) and "pickl" not in message, message
+
+
 def test_only_the_samples_asked_for_are_read(tmp_path):
     path = tmp_path / "many.npz"
     x = np.random.default_rng(0).random((2000, 1, 28, 28), dtype=np.float32)
