@@ -13,7 +13,7 @@ from slimscope.core.comparison import Comparison
 from slimscope.core.data import fit_to_model, load_dataset
 from slimscope.core.evaluate import iter_evaluate, layer_tensors
 from slimscope.core.optimize import iter_optimize
-from slimscope.core.recipe import template_recipe
+from slimscope.core.recipe_presets import DEMO_PRESET, preset_recipe
 from slimscope.core.session import Session
 from slimscope.core.tasks import run_sync
 from slimscope.gui.panels.layer_bar_chart import LayerBarChart, short_name
@@ -24,9 +24,9 @@ from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL
 
 @pytest.fixture(scope="session")
 def demo_comparison(demo_report):
-    """The template recipe applied to the demo by core, evaluated with per-layer errors."""
+    """The demo's initial recipe (its preset, with pruning) applied by core, evaluated with per-layer errors."""
     loaded = demo_report.loaded
-    recipe = template_recipe([layer.name for layer in demo_report.layers])
+    recipe = preset_recipe(DEMO_PRESET, [layer.name for layer in demo_report.layers])
     calib = fit_to_model(load_dataset(DEMO_CALIBRATION), loaded.model)
     optimized = run_sync(iter_optimize(loaded, recipe, calib.x))
     data = fit_to_model(load_dataset(DEMO_DATA, limit=64), loaded.model)

@@ -11,7 +11,8 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from slimscope.core.errors import SlimscopeError
-from slimscope.core.recipe import PruneSpec, template_recipe
+from slimscope.core.recipe import PruneSpec
+from slimscope.core.recipe_presets import preset_recipe
 from slimscope.core.train.finetune import TrainingEvent
 from slimscope.core.train.train_spec import QatSettings, TrainSpec
 from slimscope.gui.panels.training_curves import block_starts, epoch_positions
@@ -159,7 +160,7 @@ def test_a_dropped_folder_fills_the_field(window, tmp_path):
 
 
 def test_plan_text_and_epoch_axis(demo_report):
-    recipe = template_recipe([layer.name for layer in demo_report.layers])
+    recipe = preset_recipe("sparse-50", [layer.name for layer in demo_report.layers])  # the demo's start
     text, retrains = plan_text(recipe, demo_report.layers)
     assert retrains and "int8 weights → QAT 2 epochs" in text and "4 cubic steps" in text
     nothing = recipe.with_defaults(prune=None).with_training(TrainSpec(qat=QatSettings(epochs=0)))
