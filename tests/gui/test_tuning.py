@@ -22,7 +22,7 @@ JOB_TIMEOUT = 30_000
 
 @pytest.fixture
 def opened(window, open_and_wait, qtbot):
-    """The demo model open, its first comparison (template recipe) finished."""
+    """The demo model open, its first comparison (its sparse-50 preset) finished."""
     open_and_wait(window, DEMO_MODEL)
     qtbot.waitUntil(lambda: window.session.result_is_current, timeout=JOB_TIMEOUT)
     return window
@@ -34,7 +34,7 @@ def set_unstructured_half(window, qtbot, row=LAYER_ROW):
     assert panel.targets == [window.layer_table.visible_names()[row]]
     panel.structure.setCurrentText("unstructured")
     before = window.session.recipe
-    panel.sparsity_spin.setValue(0.4)  # the template already shows 0.5 (inherited, ranked globally)
+    panel.sparsity_spin.setValue(0.4)  # the demo preset already shows 0.5 (inherited, ranked globally)
     panel.sparsity_spin.setValue(0.5)
     assert window.session.recipe != before
     assert panel.sparsity_slider.value() == 50  # slider and spin box kept in sync

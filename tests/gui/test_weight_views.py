@@ -24,7 +24,7 @@ def test_optimized_weights_and_threshold_are_shown_from_core(window, open_and_wa
     np.testing.assert_array_equal(window.histogram.optimized_curve.yData, view.stats.histogram_counts)
     np.testing.assert_array_equal(window.heatmap.optimized_image.image, view.stats.sparsity_map)
     assert window.heatmap.optimized_plot.isVisible()
-    # The template prunes half the weights, ranked globally: the lines sit where this layer was cut.
+    # The demo opens with sparse-50 (half the weights, ranked globally): the lines sit where this layer was cut.
     assert window.histogram.threshold == view.threshold and view.threshold > 0
     model = window.session.result.optimized.model
     original = window.session.loaded.model
