@@ -560,6 +560,35 @@ def test_a_conversion_past_the_time_limit_leaves_no_process(torchscript_files):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("ending", ["cancel", "timeout"])
+def test_run_in_child_ends_what_its_child_started(tmp_path, monkeypatch, ending):
+    """A child that starts a grandchild and hangs: cancel or timeout ends both (the whole group)."""
+    from slimscope.core.errors import ConversionError
+    from slimscope.core.tasks import run_in_child
+
+    (tmp_path / "spawner.py").write_text(
+        "import subprocess, sys, time\n"
+        "grandchild = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(tmp_path / 'pids')!r}, 'w').write(f'{{grandchild.pid}}')\n"
+        "time.sleep(300)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    task = run_in_child("spawner", [], message="Spawning", timeout=None if ending == "cancel" else 4)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "pids").exists() or not (tmp_path / "pids").read_text():
+        next(task)
+        assert time.monotonic() < deadline
+    grandchild = int((tmp_path / "pids").read_text())
+    assert _running(grandchild)
+    if ending == "cancel":
+        task.close()
+    else:
+        with pytest.raises(ConversionError, match="^Spawning took longer than 4 s and was stopped.$"):
+            run_sync(task)
+    assert wait_until_gone([grandchild], 10) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_cancelled_conversion_ends_its_process_group(torchscript_files):
     from slimscope.core.loading import iter_load_model
 
