@@ -29,8 +29,9 @@ QUALITY_ADVICE = (
     "Sensitivity tab), or a gentler preset (int8-best; int8 instead of pruning)."
 )
 SLOWER_ADVICE = (
-    "Try the int8 preset: int4 weights, 16-bit layers and float layers between int8 ones run through "
-    "dequantization, and only channel pruning (channels-30) removes work."
+    "Only layers onnxruntime runs as int8 get faster: int4 weights, 16-bit layers and float layers between "
+    "int8 ones run through dequantization (the int8 preset has none of them), and a small or memory-bound "
+    "model may gain nothing from int8; channel pruning (channels-30) removes work."
 )
 LARGER_ADVICE = (
     "Quantization stores a scale and zero point per tensor and channel: on small layers they outweigh what "
