@@ -90,11 +90,11 @@ def run_in_child(
         env=env,
         start_new_session=True,  # its own process group: ending it ends whatever it started too
     )
-    # Both pipes are drained as the child runs: a model that prints more than a pipe holds (64 kB) would
-    # otherwise block its conversion forever. Only the tails are kept, for the answer and error messages.
-    stdout, stderr = _Tail(child.stdout), _Tail(child.stderr)
     started = time.monotonic()
     try:
+        # Both pipes are drained as the child runs: a model that prints more than a pipe holds (64 kB)
+        # would otherwise block its conversion forever. Only the tails are kept, for the answer and errors.
+        stdout, stderr = _Tail(child.stdout), _Tail(child.stderr)
         while child.poll() is None:
             elapsed = time.monotonic() - started
             if timeout is not None and elapsed > timeout:
