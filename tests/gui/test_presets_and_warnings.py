@@ -61,3 +61,39 @@ def test_a_destructive_recipe_shows_a_warning_sign_with_the_worst_layers(opened,
     assert window.comparison.cell("agreement", "optimized") == f"{report.agreement:.1%}"
     assert window.comparison.cell("agreement", "change").startswith("⚠")
     assert error_calls == []
+
+
+def test_the_panel_says_when_sqnr_is_measured_on_logits(qtbot, demo_report):
+    from slimscope.core.comparison import Comparison
+    from slimscope.core.evaluate.quality_warnings import judge
+    from slimscope.core.evaluate.report import EvalReport
+    from slimscope.core.optimize import OptimizeResult
+    from slimscope.core.session import Session
+    from slimscope.gui.panels.comparison_panel import ROW_TITLES, ROWS, ComparisonPanel
+
+    session = Session()
+    session.set_model(demo_report)
+    panel = ComparisonPanel(session)
+    qtbot.addWidget(panel)
+    verdict = judge(agreement=0.85, sqnr_db=9.14, sqnr_on="the logits before Softmax")
+    sizes = {"original": 1000, "optimized": 300}
+    report = EvalReport(
+        samples=80, accuracy=None, agreement=0.85, sqnr_db=9.14, cosine=0.8, latency_ms=None,
+        size_bytes=sizes, gzip_bytes=sizes, nonzero_params=sizes, macs=None, layers=(),
+        warnings=verdict.warnings, sqnr_on="the logits before Softmax", flagged=verdict.flagged,
+    )  # fmt: skip
+    session.set_result(Comparison(session.recipe, OptimizeResult(demo_report.loaded.model), report))
+    header = panel.table.verticalHeaderItem(ROWS.index("sqnr_db"))
+    assert header.text() == "logit SQNR" and "the logits before Softmax" in header.toolTip()
+    assert panel.cell("sqnr_db", "optimized") == "9.1 dB" and panel.cell("agreement", "optimized") == "85.0%"
+    assert panel.cell("sqnr_db", "change") == "⚠" and panel.warnings.text().startswith("⚠ Top-1 agreement")
+    session.set_result(None)
+    plain = Comparison(session.recipe, OptimizeResult(demo_report.loaded.model), replace_sqnr_on(report))
+    session.set_result(plain)
+    assert header.text() == ROW_TITLES["sqnr_db"]
+
+
+def replace_sqnr_on(report):
+    from dataclasses import replace
+
+    return replace(report, sqnr_on="the outputs", warnings=(), flagged=frozenset())
