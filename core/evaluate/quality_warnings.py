@@ -123,7 +123,7 @@ def _quality_problems(
 
 def _worst_layers(layers: Sequence[LayerError]) -> str:
     measured = [layer for layer in layers if layer.sqnr_db is not None and math.isfinite(layer.sqnr_db)]
-    worst = sorted(measured, key=lambda layer: layer.sqnr_db)[:WORST_LAYERS]  # type: ignore[arg-type, return-value]
+    worst = sorted(measured, key=lambda layer: layer.sqnr_db or 0.0)[:WORST_LAYERS]
     return ", ".join(f"'{layer.name}' {decibels_text(layer.sqnr_db)}" for layer in worst)
 
 

@@ -94,7 +94,7 @@ def _json_ready(value: Any) -> Any:
 def footprint_warnings(footprints: Mapping[str, Footprint]) -> list[str]:
     """Zeroed weights that did not make the file smaller (a larger file is `quality_warnings.judge`'s)."""
     original, optimized = footprints["original"], footprints["optimized"]
-    found = []
+    found: list[str] = []
     fewer = 1 - optimized.nonzero_params / original.nonzero_params if original.nonzero_params else 0.0
     if optimized.gzip_bytes is None or original.gzip_bytes is None:
         return found
