@@ -35,16 +35,16 @@ if TYPE_CHECKING:
     from slimscope.gui.main_window import MainWindow
 
 DEFAULT_BUDGET_PT = 1.0
-GOALS: tuple[tuple[str, Goal, str], ...] = (
+GOALS: tuple[tuple[str, Goal, str], ...] = (  # the first is the default
+    ("Balanced", "both", "Bytes and time weighed together; never slower than the original model"),
     (
         "Smallest file",
         "size",
-        "Fewest bytes: int8 or int4 weights and pruned channels where they cost little",
+        "Fewest bytes: int8 or int4 weights and pruned channels where they cost little. int4 weights run "
+        "dequantized and can make the model slower; the result says so when they do",
     ),
     ("Fastest", "latency", "Least time per inference: int8 and pruned channels on the layers with most work"),
-    ("Both", "both", "Bytes and time weighed together"),
 )
-METRIC_WORDS = {"accuracy": "top-1 accuracy", "agreement": "top-1 agreement"}
 
 
 def edit_text(result: AutoResult) -> str:
@@ -64,15 +64,18 @@ def speed_text(original_ms: float, optimized_ms: float) -> str:
 
 
 def result_text(result: AutoResult) -> str:
-    """What was chosen and what it costs and gains, against the original model, plus core's notes."""
+    """What was chosen and what it costs and gains, against the original model, plus core's notes; when
+    nothing met the budget, which candidate came closest (and nothing is applied)."""
     chosen = chosen_candidate(result)
     lines = []
-    metric = METRIC_WORDS.get(result.metric, result.metric)
+    if not result.met:
+        lines.append(result.shortfall_text() + " Nothing was applied.")
     if chosen is not None and result.comparison is not None:
         report = result.comparison.report
         original = report.size_bytes["original"]
+        limits = result.limits
         lines.append(
-            f"Drop {100 * chosen.drop:.2f} pt of {metric} (budget {100 * result.budget:.2f} pt), "
+            f"Drop {limits.drop_text(chosen.drop)} (budget: {limits.text()}), "
             f"{len(result.recipe.layers)} layer settings."
         )
         lines.append(
@@ -105,7 +108,8 @@ class AutoDialog(QDialog):
         self.budget.setValue(DEFAULT_BUDGET_PT)
         self.budget.setToolTip(
             "The most the optimized model may lose, in percentage points of top-1 accuracy (labelled "
-            "data) or of top-1 agreement with the original model (unlabelled data)"
+            "data) or of top-1 agreement with the original model (unlabelled data), counted in whole "
+            "evaluation samples: a budget below one sample is rounded up to one, and the result says so"
         )
         self.goal = QComboBox()
         for index, (label, goal, tip) in enumerate(GOALS):
@@ -223,7 +227,7 @@ class AutoDialog(QDialog):
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         found = result.comparison is not None
-        self.status.setText("Done: Apply makes it the recipe." if found else "Done: nothing fits the budget.")
+        self.status.setText("Done: Apply makes it the recipe." if found else "Done: nothing met the budget.")
         self.result_label.setText(result_text(result))
         self.adjustSize()  # room for the result's lines
         self._sync_controls()

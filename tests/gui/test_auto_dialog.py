@@ -1,11 +1,14 @@
 """Recipe → Automatic Recipe… over a real search on the demo model: every verified candidate reaches the
 History tab, the result is within the budget, Apply is one undoable edit with the result's recipe (undo
-restores the previous one), and Cancel stops the search without an error."""
+restores the previous one), Cancel stops the search without an error, and when nothing meets the budget the
+dialog says which candidate came closest and applies nothing."""
+
+from near_tie_model import write_near_tie_model
 
 from slimscope.gui.auto_dialog import AutoDialog
 from slimscope.resources import DEMO_MODEL
 
-SEARCH_TIMEOUT = 60_000
+SEARCH_TIMEOUT = 300_000  # a shared 2-core host under load (12 on 2 cores): one search took 180 s
 
 
 def open_dialog(window, open_and_wait) -> AutoDialog:
@@ -24,7 +27,7 @@ def test_candidates_reach_the_history_and_apply_is_one_undoable_edit(
     qtbot, open_and_wait, window, error_calls
 ):
     dialog = open_dialog(window, open_and_wait)
-    assert dialog.budget.value() == 1.0 and dialog.chosen_goal() == "size"
+    assert dialog.budget.value() == 1.0 and dialog.chosen_goal() == "both"  # balanced by default
     before = window.session.recipe
     candidates = []
     window.analysis.candidate_verified.connect(candidates.append)
@@ -33,7 +36,7 @@ def test_candidates_reach_the_history_and_apply_is_one_undoable_edit(
     qtbot.waitUntil(lambda: dialog.result is not None, timeout=SEARCH_TIMEOUT)
     qtbot.waitUntil(lambda: not dialog.running)
     result = dialog.result
-    assert result.goal == "size" and result.budget == 0.01
+    assert result.goal == "both" and result.budget == 0.01
     assert result.comparison is not None and result.drop <= 0.01 + 1e-9
     assert result.recipe.layers and result.recipe != before
     # Every verified candidate is a point in the history, marked as a candidate.
@@ -48,7 +51,7 @@ def test_candidates_reach_the_history_and_apply_is_one_undoable_edit(
     dialog.apply_button.click()
     assert window.session.recipe == result.recipe
     assert window.undo_stack.count() == depth + 1
-    assert window.undo_stack.undoText() == "Automatic recipe (≤ 1.0 pt, size)"
+    assert window.undo_stack.undoText() == "Automatic recipe (≤ 1.0 pt, both)"
     window.actions_by_key["undo"].trigger()
     assert window.session.recipe == before
     window.actions_by_key["redo"].trigger()
@@ -58,7 +61,7 @@ def test_candidates_reach_the_history_and_apply_is_one_undoable_edit(
 
 def test_cancel_stops_the_search(qtbot, open_and_wait, window, error_calls):
     dialog = open_dialog(window, open_and_wait)
-    dialog.goal.setCurrentIndex(1)
+    dialog.goal.setCurrentIndex(dialog.goal.findData("latency"))
     assert dialog.chosen_goal() == "latency"
     messages = []
     window.analysis.progressed.connect(lambda job, progress: messages.append(progress.message))
@@ -71,4 +74,27 @@ def test_cancel_stops_the_search(qtbot, open_and_wait, window, error_calls):
     recipe = window.session.recipe
     qtbot.wait(300)  # anything the cancelled job still sends is dropped
     assert dialog.result is None and window.session.recipe == recipe
+    assert error_calls == []
+
+
+def test_nothing_is_applied_when_nothing_meets_the_budget(
+    qtbot, open_and_wait, window, error_calls, tmp_path
+):
+    model, data = write_near_tie_model(tmp_path)  # any quantization changes most of its answers
+    open_and_wait(window, model)
+    window.session.set_evaluation_data(data)
+    window.actions_by_key["auto_recipe"].trigger()
+    dialog = window.findChild(AutoDialog)
+    before, depth = window.session.recipe, window.undo_stack.count()
+    dialog.run()
+    qtbot.waitUntil(lambda: dialog.result is not None, timeout=SEARCH_TIMEOUT)
+    qtbot.waitUntil(lambda: not dialog.running)
+    assert not dialog.result.met and dialog.result.candidates
+    assert dialog.status.text() == "Done: nothing met the budget."
+    text = dialog.result_label.text()
+    assert "No recipe met the budget" in text and "the closest, candidate 1" in text
+    assert "Nothing was applied." in text
+    assert not dialog.apply_button.isEnabled()
+    dialog.apply()  # even when called directly
+    assert window.session.recipe == before and window.undo_stack.count() == depth
     assert error_calls == []
