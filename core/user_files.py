@@ -108,7 +108,8 @@ def refuse_overlap(
             if weights_of is not None:
                 raise ExportError(
                     f"'{weights_of}' would overwrite '{item.path}' with its weights file '{path.name}', and "
-                    f"this command reads that file ({item.what}); choose another file name."
+                    f"this command {'writes' if item.written else 'reads'} that file ({item.what}); choose "
+                    "another file name."
                 )
             does = "writes too" if item.written else "reads"
             raise ExportError(

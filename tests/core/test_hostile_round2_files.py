@@ -304,6 +304,22 @@ def test_the_report_never_overwrites_the_model_it_reports_on(work, monkeypatch, 
     )
 
 
+def test_the_models_external_data_file_is_never_an_output(tmp_path, monkeypatch, folder_untouched):
+    model = onnx.load(DEMO_MODEL)
+    onnx.save_model(model, tmp_path / "ext.onnx", save_as_external_data=True, location="weights.bin")
+    monkeypatch.chdir(tmp_path)
+    before = digests(tmp_path)
+    with folder_untouched(tmp_path):
+        for argv, what in ((["recipe", "ext.onnx", "-o", "./weights.bin"], "a data file of the model"),
+                           (["auto", "ext.onnx", "--data", DEMO_DATA, "-o", "weights.bin"], "a data file of the model")):  # fmt: skip
+            message = one_line_error(*run_cli(*argv))
+            assert message == (
+                f"'{tmp_path / 'weights.bin'}' would overwrite '{tmp_path / 'weights.bin'}', which this command "
+                f"reads ({what}); choose another file name."
+            )
+    assert digests(tmp_path) == before
+
+
 def test_an_output_inside_an_image_folder_it_reads_is_refused(work, monkeypatch, folder_untouched):
     images = work / "images"
     for label in ("0", "1"):
