@@ -10,7 +10,8 @@ the case it covers, the error class and a fragment its message must contain. doc
 message each file really gives: it is made by loading the files (from a temporary copy, so that the paths in
 messages can be written as `<model folder>`), never typed by hand. Its second table, the PyTorch formats that
 can run code, is built the same way from files made with torch in a temporary folder (they are not committed:
-torch decides their bytes).
+torch decides their bytes). The second hostile round (round2_cases.py) adds model files to the corpus, and
+`round2/`: files for whole commands, each run as a real process; the run prints the totals.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # round2_cases.py beside this script (not a package)
+import round2_cases  # noqa: E402
+
 DOCS = HERE.parents[2] / "docs" / "hostile_files.md"
 MANIFEST = "manifest.json"
 EXTERNAL = "external"  # the external-data cases' models live here, so the corpus root is outside their folder
@@ -242,6 +246,8 @@ CASES = [
     Case(f"{EXTERNAL}/absolute.onnx", f"external data at the absolute path '{ABSOLUTE_TARGET}'", _WHOLE, f"'{ABSOLUTE_TARGET}' outside the model's folder", _edited(_external_at(ABSOLUTE_TARGET))),
     Case(f"{EXTERNAL}/symlink.onnx", f"external data through a symbolic link to '../{OUTSIDE_FILE}'", _WHOLE, "goes through the symbolic link", _edited(_external_at(Path(SYMLINK).name))),
 ]  # fmt: skip
+CASES += [Case(*case) for case in round2_cases.model_cases(base_model)]  # the second hostile round
+ROUND2_FILES = round2_cases.round2_files(base_model)
 
 
 def write_corpus(folder: Path) -> None:
@@ -251,6 +257,9 @@ def write_corpus(folder: Path) -> None:
         (folder / case.file).write_bytes(case.build())
     # Right size for 'fc.weight' (3 x 72 float32), so that a loader following the path would read it happily.
     (folder / OUTSIDE_FILE).write_bytes(np.full(3 * 72, 1234.5, np.float32).tobytes())
+    (folder / round2_cases.ROUND2).mkdir(exist_ok=True)
+    for name, build in ROUND2_FILES.items():
+        (folder / round2_cases.ROUND2 / name).write_bytes(build())
     link = folder / SYMLINK
     if link.is_symlink() or link.exists():
         link.unlink()
@@ -265,7 +274,9 @@ def write_corpus(folder: Path) -> None:
 def differences(built: Path, committed: Path) -> list[str]:
     """Files that differ between a fresh build and the committed corpus (symlinks compared by target)."""
     found = []
-    for name in [c.file for c in CASES] + list(GENERATED):
+    for name in (
+        [c.file for c in CASES] + list(GENERATED) + [f"{round2_cases.ROUND2}/{n}" for n in ROUND2_FILES]
+    ):
         new, old = built / name, committed / name
         if new.is_symlink() or old.is_symlink():
             same = old.is_symlink() and new.is_symlink() and os.readlink(new) == os.readlink(old)
@@ -378,7 +389,7 @@ def code_running_rows(folder: Path) -> list[str]:
     return rows
 
 
-def render_docs(corpus: list[str], code_running: list[str]) -> str:
+def render_docs(corpus: list[str], code_running: list[str], commands: list[str], others: list[str]) -> str:
     header = ["| case | file | what the user sees |", "| --- | --- | --- |"]
     return "\n".join(
         [
@@ -406,6 +417,25 @@ def render_docs(corpus: list[str], code_running: list[str]) -> str:
             *header,
             *code_running,
             "",
+            "## Round 2: whole commands (`tests/data/hostile/round2/`)",
+            "",
+            "Files that load but must not be optimized, data and recipes that must be refused, names holding line",
+            "breaks and terminal escapes, and commands that must now succeed, each run as a real `slimscope` process",
+            "by tests/core/test_hostile_round2_messages.py. A refusal is exactly one line on stderr and exit code 2; a",
+            "success prints nothing at all on stderr (no Python warnings, no `WARNING:root` lines from onnxruntime's",
+            "quantizer, no onnxruntime log lines). `{dir}` is a copy of `round2/`, `{out}` an empty folder, `{demo}`",
+            "`resources/demo`; names with a line break or an escape are made in the copy (git holds none).",
+            "",
+            *round2_cases.COMMAND_HEADER,
+            *commands,
+            "",
+            "## Round 2: the other cases",
+            "",
+            "Listed from the test files themselves (each test's name and the first line of its docstring): outputs",
+            "that would overwrite inputs, private working folders, special files, Ctrl-C (the first file), and bounds",
+            "on decoding data, process groups and workers (the second).",
+            *others,
+            "",
             "## Fuzzing",
             "",
             "tests/core/test_fuzz_loader.py mutates three small valid models (bit flips, byte replacements,",
@@ -429,17 +459,23 @@ def main(argv: list[str] | None = None) -> int:
         write_corpus(built)
         torch_folder = Path(scratch) / "torch"
         torch_folder.mkdir()
-        docs = render_docs(corpus_rows(built), code_running_rows(torch_folder))
+        commands, totals = round2_cases.run_command_cases(
+            built / round2_cases.ROUND2, Path(scratch), HERE.parents[2] / "resources" / "demo"
+        )
+        others = round2_cases.other_round2_tests(HERE.parents[2])
+        docs = render_docs(corpus_rows(built), code_running_rows(torch_folder), commands, others)
+        print(f"model files: {len(CASES)}, each refused with one line; commands: {len(commands)} — "
+              + ", ".join(f"{count} {what}" for what, count in totals.items()))  # fmt: skip
         stale = differences(built, HERE)
         docs_stale = not DOCS.is_file() or DOCS.read_text() != docs
         if args.check:
             for name in stale + (["docs/hostile_files.md"] if docs_stale else []):
                 print(f"out of date: {name}")
-            return 1 if stale or docs_stale else 0
+            return 1 if stale or docs_stale or totals["not as expected"] else 0
     write_corpus(HERE)
     DOCS.write_text(docs)
-    print(f"wrote {len(CASES)} corpus files to {HERE} and the table to {DOCS}")
-    return 0
+    print(f"wrote {len(CASES)} corpus files and round2/ to {HERE} and the tables to {DOCS}")
+    return 1 if totals["not as expected"] else 0
 
 
 if __name__ == "__main__":
