@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import warnings
 
 # onnxruntime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal. Its errors also come back as
@@ -38,7 +37,6 @@ def quiet_library_output(*, runtime: bool = True) -> None:
 
 def quiet_onnxruntime() -> None:
     """onnxruntime's default logger at 'fatal': sessions that do not set their own level log nothing."""
-    onnxruntime = sys.modules.get("onnxruntime")
-    if onnxruntime is None:
-        import onnxruntime
+    import onnxruntime
+
     onnxruntime.set_default_logger_severity(_RUNTIME_SEVERITY)
