@@ -13,7 +13,6 @@ and executor workers. `--debug` leaves everything on.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 
 # onnxruntime's severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal. Its errors also come back as
@@ -22,10 +21,8 @@ _RUNTIME_SEVERITY = 4
 
 
 def quiet_library_output(*, runtime: bool = True) -> None:
-    """Silence Python warnings, the root logger and (with `runtime`) onnxruntime's log in this process;
-    processes started from it inherit the warnings filter through PYTHONWARNINGS."""
-    warnings.simplefilter("ignore")
-    os.environ["PYTHONWARNINGS"] = "ignore"
+    """Silence Python warnings, the root logger and (with `runtime`) onnxruntime's log in this process."""
+    warnings.simplefilter("ignore")  # worker processes call this themselves: nothing goes through the env
     root = logging.getLogger()
     if not any(isinstance(handler, logging.NullHandler) for handler in root.handlers):
         # A root logger with a handler is never given Python's default one (logging.warning() would

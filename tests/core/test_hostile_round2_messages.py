@@ -11,6 +11,7 @@ escaped names, short temporary names.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -127,8 +128,9 @@ _NOISY = textwrap.dedent(
 
 def test_library_warnings_and_log_lines_reach_stderr_unless_quieted():
     def run(mode: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
         return subprocess.run(
-            [sys.executable, "-c", _NOISY, mode], capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", _NOISY, mode], capture_output=True, text=True, timeout=120, env=env
         )
 
     loud, quiet = run("loud"), run("quiet")
