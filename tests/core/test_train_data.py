@@ -331,7 +331,7 @@ def test_bad_npz_contents_are_refused(tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match=f"'{name}'"):
             open_training_data(path, None, model)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DatasetError, match="as a .npz archive"):
+    with pytest.raises(DatasetError, match="is not a NumPy .npz archive"):
         open_training_data(tmp_path / "junk.npz", None, model)
     nan = numbered_samples(3).copy()
     nan[2] = np.nan
