@@ -84,8 +84,8 @@ GROUPS: tuple[tuple[str, tuple[SpecField, ...]], ...] = (
         SpecField("learning_rate", "Learning rate", "The optimizer's step size at the start of each "
                   "fine-tuning phase (it decays along a cosine within the phase); too high and the loss "
                   "diverges", _learning_rate),
-        SpecField("optimizer", "Optimizer", "sgd: SGD with Nesterov momentum 0.9, what most vision networks "
-                  "are trained with; adam: Adam, less sensitive to the learning rate", _combo("sgd", "adam")),
+        SpecField("optimizer", "Optimizer", "adam (the default): Adam, less sensitive to the learning rate; "
+                  "sgd: SGD with Nesterov momentum 0.9, what most vision networks are trained with", _combo("sgd", "adam")),
         SpecField("max_batches_per_epoch", "Max batches per epoch", "Read at most this many batches per epoch "
                   "(quick runs on large data); all: every training sample once per epoch",
                   _spin(0, 1_000_000, special="all"), lambda v: v or 0, lambda v: v or None),

@@ -88,7 +88,7 @@ def test_step_masks_grow_and_end_at_the_one_shot_mask(demo):
 
 def test_fine_tuning_reaches_the_target_and_beats_one_shot(demo, data):
     train, val = data
-    recipe = recipe_with({"sparsity": 0.8, "scope": "global"}, steps=3, learning_rate=0.02)
+    recipe = recipe_with({"sparsity": 0.8, "scope": "global"}, steps=3)  # the default optimizer (Adam, 1e-3)
     partials = []
     result = run_sync(finetune(demo, recipe, train, val), lambda p: partials.append(p.partial))
     assert pruned_fraction(result.model) == pytest.approx(0.8, abs=0.0005)  # exactly the target (rounding)
@@ -104,7 +104,11 @@ def test_fine_tuning_reaches_the_target_and_beats_one_shot(demo, data):
 
 def test_channel_pruning_removes_channels_after_fine_tuning(demo, data):
     train, val = data
-    recipe = recipe_with({"structure": "channel", "sparsity": 0.5}, steps=2)
+    # SGD's larger steps: 12 batches per epoch are too few for Adam at its default 1e-3 to move a network
+    # whose channels were halved off chance (measured: 12.0 % against 12.5 % one-shot).
+    recipe = recipe_with(
+        {"structure": "channel", "sparsity": 0.5}, steps=2, optimizer="sgd", learning_rate=0.01
+    )
     result = run_sync(finetune(demo, recipe, train, val))
     before = sum(t.ByteSize() for t in demo.model.graph.initializer)
     after = sum(t.ByteSize() for t in result.model.graph.initializer)
