@@ -179,6 +179,33 @@ class NarrowMobileNetV2(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
+class VggDigits(nn.Module):
+    """A VGG-style digit classifier (Simonyan & Zisserman 2015, the BatchNorm variant): stacks of 3x3 convs
+    with BatchNorm and ReLU between 2x2 max-pools, then two fully connected layers with dropout. Written
+    the way such a network is commonly written for MNIST, not shaped after Slimscope's demo; used by
+    retrain_recovery.py as a network nobody here tuned the retraining for (1 x 28 x 28 input).
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128),
+                 hidden: int = 256, dropout: float = 0.3) -> None:  # fmt: skip
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for stage, cout in enumerate(widths):
+            for _ in range(1 if stage < 2 else 2):  # VGG-A style: one conv in the first stages, two after
+                layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+                cin = cout
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(cin * 3 * 3, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 def _divisible(channels: float, divisor: int = 8) -> int:
     """The nearest multiple of `divisor` (at least `divisor`), never more than 10 % below `channels`:
     the rounding MobileNetV2's width multipliers use."""
