@@ -215,7 +215,7 @@ class _Search:
         except (WorkerCrashError, CancelledError):
             raise
         except (OptimizeError, QuantizationError) as exc:  # one bad combination ends only itself
-            self.notes.append(f"Candidate {step + 1} ({len(selection)} layer settings) was skipped: {exc}")
+            self.notes.append(f"A candidate with {len(selection)} layer settings was skipped: {exc}")
             return math.inf
         report = yield from scaled(
             iter_evaluate(self.loaded.model, result.model, self.data, latency=True, latency_threads=(1,),
