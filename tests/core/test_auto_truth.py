@@ -130,3 +130,29 @@ def test_a_channel_probe_whose_shapes_fail_is_skipped_with_a_note(monkeypatch):
     assert all(row.note.startswith("Skipped, channels 30% could not be applied") for row in channel_rows)
     assert "ShapeInferenceError" not in channel_rows[0].note  # onnx's own words stay out
     assert len(int8_rows) == 2 and all(row.applied for row in int8_rows)
+
+
+def test_a_candidate_that_cannot_be_built_is_skipped_and_the_search_goes_on(monkeypatch):
+    from slimscope.core.auto_recipe import iter_auto_recipe
+    from slimscope.core.sensitivity import SensitivityReport, SensitivityRow
+
+    real = onnx.shape_inference.infer_shapes
+
+    def fail(model, *args, **kwargs):  # channel pruning cannot infer shapes (simulated)
+        if sys._getframe(1).f_globals.get("__name__") == channel_apply.__name__:
+            raise onnx.shape_inference.InferenceError("[ShapeInferenceError] simulated")
+        return real(model, *args, **kwargs)
+
+    loaded = load_model(DEMO_MODEL)
+    data = load_dataset(DEMO_DATA, PreprocessSpec.from_dict(None)).head(64)
+    names = [layer.name for layer in find_layers(loaded.model, {})]
+    rows = (
+        SensitivityRow(names[3], "channels 30%", "channels30", 0.001, 40.0, 64, True, "pruned"),
+        *(SensitivityRow(name, "int8", "int8", 0.0, 45.0, 64, True, "int8") for name in names[1:-1]),
+    )
+    sweep = SensitivityReport("accuracy", rows, len(rows), 64, 64, True)
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", fail)
+    result = run_sync(iter_auto_recipe(loaded, data, max_drop=0.05, goal="size", sensitivity=sweep))
+    assert any("was skipped" in note and "shapes" in note for note in result.notes)
+    assert result.met and result.candidates  # the int8 candidate after it was verified and chosen
+    assert all(result.recipe.settings_for(name).prune is None for name in names)
