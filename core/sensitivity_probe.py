@@ -179,8 +179,8 @@ def iter_probe(state: ProbeState, task: ProbeTask) -> Task[ProbeOutcome]:
         raise
     except (OptimizeError, QuantizationError) as exc:  # this one probe is skipped; the sweep goes on
         comparison = _compare(state, None, task.samples)
-        note = f"Skipped, {task.setting.label} could not be applied to this layer: {exc}"
-        return _outcome(task, False, "float", comparison, state.y is not None, note)
+        skipped = f"Skipped, {task.setting.label} could not be applied to this layer: {exc}"
+        return _outcome(task, False, "float", comparison, state.y is not None, skipped)
     form = result.forms.get(task.layer, "float")
     applied, note = _applied(result, task)
     if not applied:  # nothing changed: the float outputs compared with themselves, no model run
