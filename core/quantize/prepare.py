@@ -22,6 +22,7 @@ from onnxruntime.quantization import quant_pre_process
 
 from slimscope.core.layers import WEIGHTED_OPS, Layer
 from slimscope.core.loading.opset_upgrade import upgrade_opset
+from slimscope.core.user_files import clear_private_working_directory
 
 _PRE_PROCESS_LOGGER = "onnxruntime.quantization.shape_inference"
 
@@ -129,6 +130,8 @@ def _pre_process(model: onnx.ModelProto, attempts: tuple[bool, ...]) -> tuple[on
                 text = str(exc).strip()
                 failure = (text.splitlines()[0][:200] if text else "") or type(exc).__name__
                 continue
+            finally:  # symbolic shape inference that gives up leaves a copy of the weights in the cwd
+                clear_private_working_directory()
             if _has_external_data(processed):
                 failure = "its result pointed to weight files it did not write"
                 continue
