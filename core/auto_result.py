@@ -151,10 +151,13 @@ class AutoResult:
 
     @property
     def closest(self) -> Candidate | None:
-        """When nothing met the budget: the candidate that came nearest (least drop; then not slower)."""
+        """When nothing met the budget: the candidate that came nearest (least drop; then least slower)."""
         if not self.candidates:
             return None
-        return min(self.candidates, key=lambda c: (round(c.drop, 9), c.slower, c.size_bytes))
+        return min(
+            self.candidates,
+            key=lambda c: (round(c.drop, 9), (c.speed_ratio or 1.0) if c.slower else 0.0, c.size_bytes),
+        )
 
     def shortfall_text(self) -> str:
         """One line for a search that found nothing: the closest candidate and what it measured."""
