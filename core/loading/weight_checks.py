@@ -110,7 +110,8 @@ def _check_conv_groups(model: onnx.ModelProto, inits: dict[str, TensorProto]) ->
         expected = dims[1] * group if node.op_type == "Conv" else dims[0]
         if isinstance(channels, int) and channels > 0 and channels != expected:
             raise ModelLoadError(
-                f"{node.op_type} '{_node_name(node)}' receives {channels} input channels, but its weight "
+                f"{node.op_type} '{_node_name(node)}' receives {channels} input channel"
+                f"{'s' if channels > 1 else ''}, but its weight "
                 f"{dims} with group={group} takes {expected}: the file is damaged."
             )
 

@@ -94,7 +94,7 @@ MODEL_CASES = [
     ("zero-sized-weight.onnx", "a Gemm weight of shape [0, 72]", "ModelLoadError", "has shape [0, 72], which holds no values", _empty_weight),
     ("conv-group-0.onnx", "a Conv with group=0", "ModelLoadError", "Conv 'conv' has group=0; it must be at least 1", _conv_group(0)),
     ("conv-group-3.onnx", "a Conv with 2 output channels in group=3 groups", "ModelLoadError", "into group=3 groups, which does not divide evenly", _conv_group(3)),
-    ("conv-group-2.onnx", "a Conv with group=2 on a 1-channel input", "ModelLoadError", "receives 1 input channels, but its weight [2, 1, 3, 3] with group=2 takes 2", _conv_group(2)),
+    ("conv-group-2.onnx", "a Conv with group=2 on a 1-channel input", "ModelLoadError", "receives 1 input channel, but its weight [2, 1, 3, 3] with group=2 takes 2", _conv_group(2)),
     ("sparse-weight-outside.onnx", "a sparse weight with an index outside its shape", "ModelLoadError", "Sparse weight 'fc.weight' has indices outside its shape", _sparse_out_of_range),
 ]  # fmt: skip
 
