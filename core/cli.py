@@ -139,8 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug or a library failing on odd input: still one line, not a traceback
         if args.debug:
             raise
-        print(f"slimscope: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
-              file=sys.stderr)  # fmt: skip
+        # The library's own words (an exception type, a protobuf message) mean nothing to the user: say
+        # what happened in ours, and keep theirs for --debug and a bug report.
+        print("slimscope: error: an unexpected problem inside Slimscope or a library it uses stopped this command "
+              "(a bug worth reporting); run it again with --debug to see the details.", file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
     finally:
         args.worker.close()

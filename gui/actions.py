@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMenu, QMessageBox
 
-from slimscope.core.recipe_presets import PRESETS, apply_preset
 from slimscope.core.loading.input_shapes import leaves_size_open
+from slimscope.core.recipe_presets import PRESETS, apply_preset
 from slimscope.gui import auto_dialog, data_dialog, input_size, recipe_files, retrain_dialog, settings
 
 if TYPE_CHECKING:
