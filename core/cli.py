@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("slimscope: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug or a library failing on odd input: still one line, not a traceback
+    except Exception:  # a bug or a library failing on odd input: still one line, not a traceback
         if args.debug:
             raise
         # The library's own words (an exception type, a protobuf message) mean nothing to the user: say
