@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from slimscope.core.cli import main
 from slimscope.core.layers import find_layers
@@ -34,6 +35,7 @@ def write_recipe(path, **training):
     return path
 
 
+@pytest.mark.slow  # over 10 s: CI's second stage
 def test_finetune_writes_a_model_that_runs(tmp_path, capsys):
     model = tmp_path / "net.onnx"
     shutil.copy(DEMO_MODEL, model)

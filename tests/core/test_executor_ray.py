@@ -51,6 +51,7 @@ def local_ray():
         ray.shutdown()
 
 
+@pytest.mark.slow  # over 10 s: CI's second stage
 def test_sweep_on_ray_equals_the_local_process_pool(local_ray):
     loaded = load_model(DEMO_MODEL)
     data = load_dataset(DEMO_DATA, PreprocessSpec.from_dict(None))
@@ -66,6 +67,7 @@ def test_sweep_on_ray_equals_the_local_process_pool(local_ray):
     assert any(row.samples == 96 for row in report.rows)  # quick and refine passes both ran on Ray
 
 
+@pytest.mark.slow  # over 10 s: CI's second stage
 def test_the_window_job_runs_the_sweep_on_a_ray_address():
     """The worker-process job the Sensitivity tab runs, pointed at a local Ray instance: same rows."""
     from slimscope.core.loading import load_model

@@ -162,6 +162,7 @@ def test_the_judge_tells_findings_from_refusals(behaviour, kind, says, tmp_path,
     database=None,  # nothing written into the repository
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+@pytest.mark.slow  # over 10 s: CI's second stage
 @given(data=st.data())
 def test_a_mutated_model_loads_or_is_refused_in_one_line(data, worker, mutant_path, findings):
     mutant = fuzz.mutate(HypothesisDraws(data), SEEDS)

@@ -178,6 +178,7 @@ def test_core_runs_with_qt_unimportable(tmp_path):
     assert any(line.startswith("only_conv") and "Conv" in line for line in table), result.stdout
 
 
+@pytest.mark.slow  # over 10 s: CI's second stage
 def test_core_type_checks(tmp_path):
     """mypy on slimscope.core, laid out as installed (the editable mapping hides it from mypy)."""
     staged_package(tmp_path)

@@ -552,6 +552,7 @@ def test_ctrl_c_during_the_export_ends_the_command_with_130(moment, work):
     assert {name: digest(work / name) for name in inputs} == inputs
 
 
+@pytest.mark.slow  # over 10 s: CI's second stage
 def test_a_real_ctrl_c_at_any_moment_leaves_the_old_or_the_whole_new_output(work):
     """A real `slimscope optimize` process interrupted when its export's temporary file appears, and
     again right after the output was first replaced."""

@@ -128,6 +128,7 @@ def test_the_cache_makes_a_repeat_sweep_instant_and_identical(demo):
     assert {row.setting_key for row in third.rows} == {"sparse80"}
 
 
+@pytest.mark.slow  # over 10 s: CI's second stage
 def test_parallel_workers_give_the_sequential_result(demo):
     loaded, data, calib = demo
     options = {"calibration": calib, "max_samples": 128, "refine_budget_s": math.inf}

@@ -3,6 +3,7 @@ History tab, the result is within the budget, Apply is one undoable edit with th
 restores the previous one), Cancel stops the search without an error, and when nothing meets the budget the
 dialog says which candidate came closest and applies nothing."""
 
+import pytest
 from near_tie_model import write_near_tie_model
 
 from slimscope.gui.auto_dialog import AutoDialog
@@ -23,6 +24,7 @@ def open_dialog(window, open_and_wait) -> AutoDialog:
     return dialog
 
 
+@pytest.mark.slow  # over 10 s: CI's second stage
 def test_candidates_reach_the_history_and_apply_is_one_undoable_edit(
     qtbot, open_and_wait, window, error_calls
 ):

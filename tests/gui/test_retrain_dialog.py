@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
@@ -49,6 +50,7 @@ def set_fields(dialog: RetrainDialog, values: dict) -> None:
         dialog.form.widget(path).setValue(value)
 
 
+@pytest.mark.slow  # over 10 s: CI's second stage
 def test_a_quick_run_fills_curves_and_table_and_exports(qtbot, window, open_and_wait, error_calls, tmp_path):
     dialog = open_dialog(window, open_and_wait)
     set_fields(dialog, QUICK)
@@ -96,6 +98,7 @@ def test_a_quick_run_fills_curves_and_table_and_exports(qtbot, window, open_and_
     assert window.session.retrained is None and line.isHidden()
 
 
+@pytest.mark.slow  # over 10 s: CI's second stage
 def test_cancel_leaves_a_checkpoint_that_resume_finishes(qtbot, window, open_and_wait, error_calls, tmp_path):
     dialog = open_dialog(window, open_and_wait)
     set_fields(dialog, {**QUICK, "max_batches_per_epoch": 20})  # cancelled at batch 10, resumed

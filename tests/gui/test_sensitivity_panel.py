@@ -3,6 +3,7 @@ reports stream in and ends equal to core's complete report, worst first; the lay
 same drops, coloured; Cancel ends the job cleanly and leaves the process ready for the next sweep."""
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 
 from slimscope.gui.panels.layer_table import FAIR_BACKGROUND, POOR_BACKGROUND, SENSITIVITY_COLUMN
@@ -67,6 +68,7 @@ def test_the_chart_fills_as_results_stream_and_the_table_shows_the_drops(
     assert error_calls == []
 
 
+@pytest.mark.slow  # over 10 s: CI's second stage
 def test_cancel_ends_the_sweep_cleanly_and_the_next_one_runs(qtbot, open_and_wait, window, error_calls):
     panel, reports, _drawn = start(window, qtbot, open_and_wait, ["int4"])
     qtbot.waitUntil(lambda: any(report.rows for report in reports), timeout=SWEEP_TIMEOUT)
