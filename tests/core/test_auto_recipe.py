@@ -19,6 +19,7 @@ def demo():
     return load_model(DEMO_MODEL), load_dataset(DEMO_DATA, limit=400), load_dataset(DEMO_CALIBRATION)
 
 
+@pytest.mark.slow  # over 5 s: CI's second stage
 @pytest.mark.parametrize("goal", ["size", "latency"])
 def test_the_recipe_stays_within_the_budget_it_verified(demo, goal):
     loaded, data, calib = demo
@@ -48,6 +49,7 @@ def test_bad_goal_and_budget_are_refused(demo):
         run_sync(iter_auto_recipe(loaded, data, max_drop=2.0))
 
 
+@pytest.mark.slow  # over 5 s: CI's second stage
 def test_cli_writes_a_recipe_that_optimize_reads(tmp_path, capsys):
     from slimscope.core.cli import main
     from slimscope.core.recipe import load_recipe

@@ -116,6 +116,7 @@ def test_channel_pruning_removes_channels_after_fine_tuning(demo, data):
     assert result.accuracy["retrained"] >= result.accuracy["post_training"]
 
 
+@pytest.mark.slow  # over 5 s: CI's second stage
 def test_cancelled_run_resumes_from_its_checkpoint_and_ends_where_an_uninterrupted_run_does(
     demo, data, tmp_path
 ):

@@ -544,6 +544,7 @@ def drive_until_converting(task, model: Path, seconds: float = 120) -> list[int]
     raise AssertionError("the conversion never started")
 
 
+@pytest.mark.slow  # over 5 s: CI's second stage
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_conversion_past_the_time_limit_leaves_no_process(torchscript_files):
     model = torchscript_files / "endless.pt"

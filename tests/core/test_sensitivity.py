@@ -183,6 +183,7 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow  # over 5 s: CI's second stage
 def test_cli_prints_a_table_sorted_by_drop_and_json():
     base = ["sensitivity", str(DEMO_MODEL), "--data", str(DEMO_DATA), "--calib", str(DEMO_CALIBRATION)]
     base += ["--settings", "sparse80,int8", "--samples", "64"]

@@ -366,6 +366,7 @@ def _private_mounts_command() -> list[str] | None:
     return command if probe.returncode == 0 else None
 
 
+@pytest.mark.slow  # over 5 s: CI's second stage
 def test_a_really_read_only_and_a_really_full_folder(source, recipes, tmp_path, conv_net):
     """A read-only bind mount and a 2 MiB tmpfs, in a private mount namespace of a child process."""
     command = _private_mounts_command()

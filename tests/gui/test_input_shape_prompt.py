@@ -113,6 +113,7 @@ def test_the_prompt_asks_again_until_the_shape_is_valid(monkeypatch, tmp_path):
     assert ask_input_shapes(None, tmp_path / "m.pt", "") is None  # Cancel
 
 
+@pytest.mark.slow  # over 5 s: CI's second stage
 def test_torchscript_opens_with_the_shape_the_user_gives(
     window, qtbot, traced_path, trusted, monkeypatch, error_calls
 ):

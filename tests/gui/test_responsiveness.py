@@ -4,6 +4,7 @@ measured and optimized in the background. A wide-margin check (250 ms), not a sp
 import time
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QTimer
 from resnet_onnx import build_resnet18  # benchmarks/, on the test path (pyproject)
 
@@ -12,6 +13,7 @@ STALL_LIMIT_S = 0.25
 INPUT_SIZE = 32  # ResNet-18's 11.7 M weights, at a small image size so the evaluation stays quick
 
 
+@pytest.mark.slow  # over 5 s: CI's second stage
 def test_timer_keeps_ticking_while_a_big_model_is_opened_and_optimized(
     window, open_and_wait, qtbot, tmp_path
 ):

@@ -5,6 +5,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QThreadPool
 
 from slimscope.core.errors import WorkerCrashError
@@ -28,6 +29,7 @@ def test_closing_during_an_optimization_ends_the_worker_and_its_threads(
     assert error_calls == []
 
 
+@pytest.mark.slow  # over 5 s: CI's second stage
 def test_a_crashed_worker_is_an_error_and_the_next_edit_starts_a_new_one(
     window, open_and_wait, qtbot, error_calls
 ):
@@ -48,6 +50,7 @@ def test_a_crashed_worker_is_an_error_and_the_next_edit_starts_a_new_one(
     assert len(error_calls) == 1
 
 
+@pytest.mark.slow  # over 5 s: CI's second stage
 def test_a_file_whose_reading_segfaults_is_one_error_and_the_window_keeps_working(
     window, open_and_wait, qtbot, error_calls, monkeypatch, tmp_path
 ):
