@@ -522,6 +522,12 @@ onnx.checker.check_model = check
 }
 
 
+def answer_ctrl_c() -> None:
+    """In the child: Ctrl-C as in a terminal. A test run started in the background of a shell without job
+    control inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def optimize_argv(work: Path) -> list[str]:
     return ["optimize", "net.onnx", "--recipe", "r.json", "-o", "out.onnx", "--calib", "calib.npz",
             "--report", "out.json", "--no-latency"]  # fmt: skip
@@ -538,6 +544,7 @@ def test_ctrl_c_during_the_export_ends_the_command_with_130(moment, work):
     done = subprocess.run(
         [sys.executable, "-c", _PRELUDE + PATCHES[moment] + _RUN, *optimize_argv(work)],
         cwd=work, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        preexec_fn=answer_ctrl_c,
     )  # fmt: skip
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "slimscope: interrupted", done.stderr
@@ -562,7 +569,7 @@ def test_a_real_ctrl_c_at_any_moment_leaves_the_old_or_the_whole_new_output(work
         (work / "out.json").unlink(missing_ok=True)
         process = subprocess.Popen(
             [sys.executable, "-m", "slimscope", *optimize_argv(work)], cwd=work, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=answer_ctrl_c,
         )  # fmt: skip
         deadline = time.monotonic() + 300
         while process.poll() is None and time.monotonic() < deadline:

@@ -334,7 +334,9 @@ if __name__ == "__main__":
 """
     (tmp_path / "command.py").write_text(script)
     command = subprocess.Popen([sys.executable, "command.py"], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               # Ctrl-C as in a terminal, also when this run inherited SIGINT ignored
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while not Path(f"{model}.hanging").exists() and time.monotonic() < deadline:
