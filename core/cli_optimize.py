@@ -100,7 +100,10 @@ def run_optimize(args: argparse.Namespace, run: Runner, worker) -> int:
         report |= {key: {"original": getattr(before, attr), "optimized": getattr(after, attr)}
                    for key, attr in _FOOTPRINT.items()}  # fmt: skip
         sizes = {"original": before.size_bytes, "optimized": after.size_bytes}
-        report["warnings"] = [*judge(sizes=sizes).warnings, *footprint_warnings({"original": before, "optimized": after})]
+        report["warnings"] = [
+            *judge(sizes=sizes).warnings,
+            *footprint_warnings({"original": before, "optimized": after}),
+        ]
         report["warnings"].append("Not evaluated: give --eval DATA to measure what this cost and gained.")
     report |= _optimize_details(result)
     report["warnings"] = [*result.warnings, *report.get("warnings", [])]

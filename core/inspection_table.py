@@ -20,7 +20,9 @@ def format_report(report: ModelReport) -> str:
         lines.append(f"MACs for: {', '.join(f'{k} {_dims(v)}' for k, v in report.shape_used.items())}")
     if report.macs is None and leaves_size_open(loaded.input_shapes):
         guess = ",".join(_dims(shape) for shape in guess_input_shapes(loaded.input_shapes).values())
-        lines.append(f"MACs need an input size: the model leaves it open; give one, e.g. --input-shape {guess}")
+        lines.append(
+            f"MACs need an input size: the model leaves it open; give one, e.g. --input-shape {guess}"
+        )
     lines += [f"note: {one_line(note)}" for note in loaded.notes]
     lines.append("")
     rows = [("layer", "op", "weight shape", "params", "MACs", "sparsity", "range")]

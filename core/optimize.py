@@ -88,7 +88,9 @@ def iter_optimize(
     return result
 
 
-def _check_weights(model: onnx.ModelProto, settings: dict[str, LayerSettings], result: OptimizeResult) -> None:
+def _check_weights(
+    model: onnx.ModelProto, settings: dict[str, LayerSettings], result: OptimizeResult
+) -> None:
     """Refuse damaged (NaN, infinite) layer weights; warn about weights no step reaches."""
     from slimscope.core.loading.weight_checks import (
         refuse_nonfinite_weights,

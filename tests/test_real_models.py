@@ -19,12 +19,21 @@ import real_models  # benchmarks/ is on the test path (pyproject: pythonpath)
 
 pytestmark = pytest.mark.real_models
 
-INTERNALS = ("unexpected", "Traceback", "ValidationError", "foo.bin", "onnxruntime_pybind11", "[ONNXRuntimeError]")
+INTERNALS = (
+    "unexpected",
+    "Traceback",
+    "ValidationError",
+    "foo.bin",
+    "onnxruntime_pybind11",
+    "[ONNXRuntimeError]",
+)
 
 
 def _cached(model: real_models.RealModel) -> real_models.RealModel:
     if not model.file.exists():
-        pytest.skip(f"{model.name} is not in the cache ({model.file}); run benchmarks/real_models.py --fetch-only")
+        pytest.skip(
+            f"{model.name} is not in the cache ({model.file}); run benchmarks/real_models.py --fetch-only"
+        )
     return model
 
 

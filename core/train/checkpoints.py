@@ -50,7 +50,9 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     temp_name = None
     try:
         # A short fixed prefix: a name built from the checkpoint's own could pass the 255-byte limit.
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".slimscope-", suffix=".part", delete=False) as temp:
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=".slimscope-", suffix=".part", delete=False
+        ) as temp:
             temp_name = temp.name
             torch.save({"format": FORMAT, **state}, temp)
             temp.flush()

@@ -57,7 +57,8 @@ def test_sparsity_edit_gives_core_numbers_and_undo_restores(opened, qtbot, error
     assert (spec.structure, spec.sparsity, spec.scope) == ("unstructured", 0.5, "layer")
     assert window.undo_stack.count() == 1  # 0.4 then 0.5: one merged step
     qtbot.waitUntil(
-        lambda: session.result_is_current and session.result.report.latency_ms is not None, timeout=JOB_TIMEOUT
+        lambda: session.result_is_current and session.result.report.latency_ms is not None,
+        timeout=JOB_TIMEOUT,
     )
 
     loaded = session.loaded
@@ -133,7 +134,8 @@ def test_a_newer_edit_cancels_the_running_job(opened, qtbot):
     window.settings_panel.sparsity_spin.setValue(0.25)  # a second edit while it runs
     assert window.live.generation > first_generation and not window.live.runner.running
     qtbot.waitUntil(
-        lambda: session.result_is_current and session.result.report.latency_ms is not None, timeout=JOB_TIMEOUT
+        lambda: session.result_is_current and session.result.report.latency_ms is not None,
+        timeout=JOB_TIMEOUT,
     )
     qtbot.wait(300)
     # Only the newer edit's results arrive: its headline numbers, then the same with latency timed.
