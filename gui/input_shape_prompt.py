@@ -9,8 +9,9 @@ asks and re-opens with the same trust. `ask_input_shapes` is looked up at call t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from PySide6.QtWidgets import QInputDialog, QWidget
 
@@ -19,6 +20,7 @@ from slimscope.core.errors import InputShapeError
 if TYPE_CHECKING:
     from slimscope.gui.main_window import MainWindow
 
+T = TypeVar("T")
 MAX_RANK = 6
 DEFAULT_SHAPE_TEXT = "1,3,224,224"
 _SEPARATORS = re.compile(r"[,x×\s]+")
@@ -55,19 +57,26 @@ def ask_input_shapes(
     parent: QWidget | None, path: Path, reason: str, previous: list[tuple[int, ...]] | None = None
 ) -> list[tuple[int, ...]] | None:
     """Ask until the text is a valid shape list or the user cancels (None)."""
-    text, problem = format_shapes(previous), ""
+    label = (
+        f"Slimscope needs the input shape to convert '{path.name}' to ONNX.\n{reason}\n\n"
+        "Input shape, batch first (one line per input if the model has several):"
+    )
+    return ask_until_valid(parent, "Input shape", label, format_shapes(previous), parse_shape_lines)
+
+
+def ask_until_valid(
+    parent: QWidget | None, title: str, label: str, text: str, read: Callable[[str], T]
+) -> T | None:
+    """Ask for shape text until `read` accepts it (its InputShapeError shown above the question, the text
+    kept) or the user cancels (None)."""
+    problem = ""
     while True:
-        label = (
-            f"Slimscope needs the input shape to convert '{path.name}' to ONNX.\n{reason}\n\n"
-            "Input shape, batch first (one line per input if the model has several):"
-        )
-        if problem:
-            label = f"{problem}\n\n{label}"
-        text, ok = QInputDialog.getMultiLineText(parent, "Input shape", label, text)
+        shown = f"{problem}\n\n{label}" if problem else label
+        text, ok = QInputDialog.getMultiLineText(parent, title, shown, text)
         if not ok:
             return None
         try:
-            return parse_shape_lines(text)
+            return read(text)
         except InputShapeError as exc:
             problem = str(exc)
 

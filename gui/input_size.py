@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtWidgets import QInputDialog, QWidget
+from PySide6.QtWidgets import QWidget
 
 from slimscope.core.comparison import Comparison
 from slimscope.core.errors import InputShapeError
@@ -27,7 +27,7 @@ from slimscope.core.loading.input_shapes import (
     shapes_for_data,
 )
 from slimscope.gui import settings
-from slimscope.gui.input_shape_prompt import format_shapes, parse_shape_lines
+from slimscope.gui.input_shape_prompt import ask_until_valid, format_shapes, parse_shape_lines
 
 if TYPE_CHECKING:
     from slimscope.gui.main_window import MainWindow
@@ -49,23 +49,14 @@ def ask_input_size(
 ) -> Shapes | None:
     """Ask until the text fits the model or the user cancels (None); {} when the user cleared it."""
     inputs = ", ".join(f"{name} {'×'.join(str(d) for d in dims)}" for name, dims in declared.items())
-    text, problem = format_shapes(list(guess.values())), ""
-    while True:
-        label = (
-            f"'{model_name}' leaves its input size open ({inputs}).\n"
-            "MACs are counted at the size given here; the model keeps its free sizes, and comparisons run at "
-            "the evaluation data's own size.\n\n"
-            "Input shape, batch first (one line per input; leave empty to count at the data's size):"
-        )
-        if problem:
-            label = f"{problem}\n\n{label}"
-        text, ok = QInputDialog.getMultiLineText(parent, "Input size", label, text)
-        if not ok:
-            return None
-        try:
-            return read_input_size(text, declared)
-        except InputShapeError as exc:
-            problem = str(exc)
+    label = (
+        f"'{model_name}' leaves its input size open ({inputs}).\n"
+        "MACs are counted at the size given here; the model keeps its free sizes, and comparisons run at "
+        "the evaluation data's own size.\n\n"
+        "Input shape, batch first (one line per input; leave empty to count at the data's size):"
+    )
+    text = format_shapes(list(guess.values()))
+    return ask_until_valid(parent, "Input size", label, text, lambda typed: read_input_size(typed, declared))
 
 
 def choose_input_size(window: MainWindow) -> None:

@@ -146,3 +146,24 @@ def test_typed_sizes_are_checked_against_the_model():
         read_input_size("1,1,48,192", declared)
     with pytest.raises(InputShapeError, match="4 dimensions"):
         read_input_size("1,3,48", declared)
+
+
+def test_the_size_question_asks_again_until_the_size_fits(monkeypatch):
+    from PySide6.QtWidgets import QInputDialog
+
+    replies = iter([("1,3,48", True), ("1,3,48,192", True)])
+    labels = []
+
+    def dialog(parent, title, label, text):
+        labels.append((title, label, text))
+        return next(replies)
+
+    monkeypatch.setattr(QInputDialog, "getMultiLineText", dialog)
+    declared = {"x": (None, 3, None, None)}
+    shapes = input_size.ask_input_size(None, "cls.onnx", declared, {"x": (1, 3, 224, 224)})
+    assert shapes == {"x": (1, 3, 48, 192)}
+    assert labels[0][0] == "Input size" and labels[0][2] == "1,3,224,224"  # the guess is offered
+    assert "leaves its input size open" in labels[0][1]
+    assert labels[1][1] != labels[0][1] and labels[1][2] == "1,3,48"  # the problem is said, the text kept
+    monkeypatch.setattr(QInputDialog, "getMultiLineText", lambda *args: ("", False))
+    assert input_size.ask_input_size(None, "cls.onnx", declared, {"x": (1, 3, 224, 224)}) is None  # Cancel
