@@ -5,7 +5,7 @@ data's sample shape is used once a comparison has run."""
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from free_size_model import CHANNELS, CLASSES, conv_macs, free_size_model
 from PySide6.QtCore import Qt
 
 from slimscope.core.errors import InputShapeError
@@ -16,35 +16,6 @@ from slimscope.gui.panels.layer_table import MACS_COLUMN
 from slimscope.resources import DEMO_MODEL
 
 JOB_TIMEOUT = 60_000
-CHANNELS, CLASSES = 8, 4
-
-
-def conv_macs(height: int, width: int) -> int:
-    return height * width * CHANNELS * 3 * 3 * 3
-
-
-def free_size_model(seed: int = 0) -> onnx.ModelProto:
-    """Conv → Relu → GlobalAveragePool → Flatten → Gemm on [N, 3, H, W]."""
-    rng = np.random.default_rng(seed)
-    inits = [
-        numpy_helper.from_array(rng.standard_normal((CHANNELS, 3, 3, 3)).astype(np.float32), "cw"),
-        numpy_helper.from_array(rng.standard_normal((CLASSES, CHANNELS)).astype(np.float32), "fw"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "cw"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
-        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "fw"], ["y"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "free_size",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", CLASSES])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
 @pytest.fixture
