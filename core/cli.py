@@ -268,7 +268,7 @@ def _presets_help() -> str:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from slimscope.core.recipe import dumps_recipe, save_recipe
+    from slimscope.core.recipe_files import dumps_recipe, save_recipe
     from slimscope.core.recipe_presets import DEFAULT_PRESET, preset_recipe
 
     preset = args.preset or DEFAULT_PRESET

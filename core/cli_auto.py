@@ -34,7 +34,8 @@ def add_auto_arguments(verbs, model_arguments) -> None:
 def run_auto(args: argparse.Namespace, run, load) -> int:
     from slimscope.core.auto_recipe import iter_auto_recipe
     from slimscope.core.cli_sensitivity import _dataset
-    from slimscope.core.recipe import default_recipe, save_recipe
+    from slimscope.core.recipe import default_recipe
+    from slimscope.core.recipe_files import save_recipe
     from slimscope.core.user_files import CommandFiles
 
     if not 0 <= args.max_drop < 100:

@@ -40,7 +40,7 @@ def add_finetune_arguments(verbs, model_arguments) -> None:
 def run_finetune(args: argparse.Namespace, run, load) -> int:
     from slimscope.core.errors import TrainingError
     from slimscope.core.export import export_model
-    from slimscope.core.recipe import load_recipe
+    from slimscope.core.recipe_files import load_recipe
     from slimscope.core.train.finetune import iter_finetune
     from slimscope.core.train.train_data import open_training_data
     from slimscope.core.user_files import CommandFiles

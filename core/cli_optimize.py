@@ -56,7 +56,7 @@ def run_optimize(args: argparse.Namespace, run: Runner, worker) -> int:
     from slimscope.core.evaluate import layer_tensors, measure_footprint
     from slimscope.core.export import write_json
     from slimscope.core.loading.input_shapes import parse_input_shapes
-    from slimscope.core.recipe import load_recipe
+    from slimscope.core.recipe_files import load_recipe
     from slimscope.core.user_files import CommandFiles
 
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
@@ -148,7 +148,8 @@ def _export_with_report(model, output: Path, protected: list[Path], recipe, repo
 def run_evaluate(args: argparse.Namespace, run: Runner, worker) -> int:
     from slimscope.core.evaluate import iter_evaluate, layer_tensors
     from slimscope.core.loading.input_shapes import parse_input_shapes
-    from slimscope.core.recipe import default_recipe, load_recipe
+    from slimscope.core.recipe import default_recipe
+    from slimscope.core.recipe_files import load_recipe
 
     shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
     # both read in the worker process, one after the other

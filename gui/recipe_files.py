@@ -11,7 +11,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from slimscope.core.export import export_model, write_json
-from slimscope.core.recipe import load_recipe, save_recipe
+from slimscope.core.recipe_files import load_recipe, save_recipe
 from slimscope.core.user_files import CommandFiles
 from slimscope.gui import errors, settings
 

@@ -52,7 +52,7 @@ def test_bad_goal_and_budget_are_refused(demo):
 @pytest.mark.slow  # over 5 s: CI's second stage
 def test_cli_writes_a_recipe_that_optimize_reads(tmp_path, capsys):
     from slimscope.core.cli import main
-    from slimscope.core.recipe import load_recipe
+    from slimscope.core.recipe_files import load_recipe
 
     out = tmp_path / "auto.json"
     args = ["auto", str(DEMO_MODEL), "--data", str(DEMO_DATA), "--calib", str(DEMO_CALIBRATION),

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from slimscope import __version__
 from slimscope.core.cli import main
-from slimscope.core.recipe import load_recipe, loads_recipe
+from slimscope.core.recipe_files import load_recipe, loads_recipe
 from slimscope.resources import DEMO_MODEL
 
 # name → (op, weight shape, bias size): the model the tests inspect.

@@ -23,7 +23,7 @@ import pytest
 
 from slimscope.core.cli import main
 from slimscope.core.layers import find_layers
-from slimscope.core.recipe import dumps_recipe, load_recipe, loads_recipe
+from slimscope.core.recipe_files import dumps_recipe, load_recipe, loads_recipe
 from slimscope.core.recipe_presets import preset_recipe
 from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL
 

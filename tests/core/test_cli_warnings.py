@@ -3,7 +3,8 @@
 import numpy as np
 
 from slimscope.core.cli import main
-from slimscope.core.recipe import QuantSpec, save_recipe
+from slimscope.core.recipe import QuantSpec
+from slimscope.core.recipe_files import save_recipe
 from slimscope.core.recipe_presets import preset_recipe
 from slimscope.resources import DEMO_DATA, DEMO_MODEL
 

@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 from slimscope.core.errors import RecipeError
 from slimscope.core.quantize import CalibrationCache, iter_quantize
 from slimscope.core.quantize.equalize import equalize_model
-from slimscope.core.recipe import PtqSpec, QuantSpec, default_recipe, dumps_recipe, loads_recipe, parse_recipe
+from slimscope.core.recipe import PtqSpec, QuantSpec, default_recipe, parse_recipe
+from slimscope.core.recipe_files import dumps_recipe, loads_recipe
 from slimscope.core.tasks import run_sync
 
 C = 8  # channels through the chain

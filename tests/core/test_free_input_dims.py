@@ -25,7 +25,8 @@ from slimscope.core.loading.input_shapes import (
     shapes_for_data,
 )
 from slimscope.core.optimize import iter_optimize
-from slimscope.core.recipe import default_recipe, dumps_recipe
+from slimscope.core.recipe import default_recipe
+from slimscope.core.recipe_files import dumps_recipe
 from slimscope.core.tasks import run_sync
 
 

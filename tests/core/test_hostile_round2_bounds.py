@@ -30,7 +30,7 @@ from PIL import Image
 from slimscope.core.cli import build_parser, main
 from slimscope.core.data import load_dataset
 from slimscope.core.errors import DatasetError, RecipeError, WorkerTimeoutError
-from slimscope.core.recipe import load_recipe
+from slimscope.core.recipe_files import load_recipe
 from slimscope.core.task_process import TaskProcess
 from slimscope.core.tasks import run_sync
 from slimscope.resources import DEMO_MODEL

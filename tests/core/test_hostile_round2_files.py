@@ -29,7 +29,8 @@ from onnx import TensorProto, helper, numpy_helper
 from slimscope.core.cli import main
 from slimscope.core.errors import ExportError
 from slimscope.core.export import export_model, write_json
-from slimscope.core.recipe import default_recipe, dumps_recipe, save_recipe
+from slimscope.core.recipe import default_recipe
+from slimscope.core.recipe_files import dumps_recipe, save_recipe
 from slimscope.core.task_process import TaskProcess
 from slimscope.core.tasks import Progress, run_sync
 from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL, DEMO_TRAINING

@@ -288,7 +288,8 @@ def test_the_summary_shows_an_output_name_with_a_line_break_on_one_line():
 
 def test_files_with_names_of_250_bytes_are_written_atomically(tmp_path):
     from slimscope.core.export import write_atomically
-    from slimscope.core.recipe import default_recipe, load_recipe, save_recipe
+    from slimscope.core.recipe import default_recipe
+    from slimscope.core.recipe_files import load_recipe, save_recipe
 
     report, recipe = tmp_path / ("r" * 245 + ".json"), tmp_path / ("c" * 245 + ".json")
 

@@ -34,7 +34,8 @@ from slimscope.core.isolation import (
     ended_error,
     is_out_of_memory,
 )
-from slimscope.core.recipe import save_recipe, template_recipe
+from slimscope.core.recipe import template_recipe
+from slimscope.core.recipe_files import save_recipe
 from slimscope.core.task_process import TaskProcess
 from slimscope.core.tasks import run_sync
 from slimscope.resources import DEMO_MODEL

@@ -19,13 +19,10 @@ from slimscope.core.recipe import (
     QuantSpec,
     Recipe,
     default_recipe,
-    dumps_recipe,
-    load_recipe,
-    loads_recipe,
     parse_recipe,
-    save_recipe,
     template_recipe,
 )
+from slimscope.core.recipe_files import dumps_recipe, load_recipe, loads_recipe, save_recipe
 
 EXAMPLE: dict[str, Any] = {
     "version": 1,

@@ -7,15 +7,8 @@ from slimscope.core.cli import main
 from slimscope.core.errors import RecipeError
 from slimscope.core.loading import load_model
 from slimscope.core.optimize import iter_optimize
-from slimscope.core.recipe import (
-    PtqSpec,
-    QuantSpec,
-    default_recipe,
-    dumps_recipe,
-    load_recipe,
-    loads_recipe,
-    template_recipe,
-)
+from slimscope.core.recipe import PtqSpec, QuantSpec, default_recipe, template_recipe
+from slimscope.core.recipe_files import dumps_recipe, load_recipe, loads_recipe
 from slimscope.core.recipe_presets import (
     DEFAULT_PRESET,
     PRESETS,

@@ -34,7 +34,8 @@ from slimscope.core.errors import ExportError
 from slimscope.core.export import export_model, refuse_protected
 from slimscope.core.loading import load_model
 from slimscope.core.netron_view import NetronView
-from slimscope.core.recipe import default_recipe, dumps_recipe
+from slimscope.core.recipe import default_recipe
+from slimscope.core.recipe_files import dumps_recipe
 from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL, DEMO_TRAINING
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND

@@ -11,7 +11,7 @@ from slimscope.core.comparison import COMPARISON_SAMPLES, LIVE_LAYER_SAMPLES
 from slimscope.core.data import fit_to_model, load_dataset
 from slimscope.core.evaluate import RunningMetrics, iter_evaluate, layer_tensors
 from slimscope.core.optimize import iter_optimize
-from slimscope.core.recipe import load_recipe
+from slimscope.core.recipe_files import load_recipe
 from slimscope.core.tasks import run_sync
 from slimscope.gui.panels.comparison_panel import report_cells
 from slimscope.resources import DEMO_CALIBRATION, DEMO_DATA, DEMO_MODEL
